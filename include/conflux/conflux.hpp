@@ -1,0 +1,14 @@
+#pragma once
+
+/// The whole public API of conflux. See docs/ for a guide per feature.
+
+#include <conflux/error.hpp>
+#include <conflux/event_loop.hpp>
+#include <conflux/executor.hpp>
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/task.hpp>
+#include <conflux/thread_pool.hpp>
+#include <conflux/version.hpp>
+#include <conflux/when_all.hpp>
+#include <conflux/when_any.hpp>

@@ -1,0 +1,306 @@
+#pragma once
+
+#include <conflux/executor.hpp>
+#include <conflux/task.hpp>
+#include <conflux/detail/driver.hpp>
+#include <conflux/detail/epoll.hpp>
+#include <conflux/detail/mpsc_stack.hpp>
+#include <conflux/detail/timer_heap.hpp>
+#include <conflux/detail/work_item.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <unordered_set>
+#include <utility>
+
+namespace conflux {
+
+class event_loop;
+
+namespace detail {
+inline thread_local event_loop* current_loop_slot = nullptr;
+struct loop_access;
+} // namespace detail
+
+/// A single-threaded event loop: a queue of ready coroutines, a timer heap and an epoll
+/// reactor for fd readiness, all served by the one thread inside `run()`.
+///
+/// `post` and `schedule` may be used from any thread; everything else that touches the
+/// loop's state (streams, child processes, timers) belongs to the loop's thread. An event
+/// loop is immovable: queued coroutines point into it.
+///
+/// Shutdown: a stopped loop keeps what was posted to it and runs it at the next `run()`.
+/// Destroying the loop destroys the frames of its detached tasks still suspended (each
+/// exactly once, with the tasks they await), and releases queued work without running it.
+/// Posting to a loop that is being or has been destroyed is undefined.
+class event_loop {
+public:
+    event_loop() = default;
+    event_loop(const event_loop&) = delete;
+    event_loop& operator=(const event_loop&) = delete;
+
+    ~event_loop() {
+        // Frames first: their awaiters withdraw timers and fd interest from structures that
+        // must still be alive. Then the queues, whose items may point into those frames.
+        for (void* address : std::exchange(m_detached, {})) {
+            std::coroutine_handle<>::from_address(address).destroy();
+        }
+        m_remote.take_into(m_ready);
+        m_ready.discard_all();
+        m_timers.clear();
+    }
+
+    /// Runs ready work, timers and I/O on the calling thread until `stop()` is called (or,
+    /// through `conflux::run`, until the main task completes). Rethrows the first exception
+    /// that escaped a detached task, after stopping.
+    void run() {
+        if (m_running.exchange(true, std::memory_order_acq_rel)) {
+            throw std::logic_error("conflux::event_loop::run: the loop is already running");
+        }
+        struct running_guard {
+            event_loop& loop;
+            event_loop* previous;
+            ~running_guard() {
+                detail::current_loop_slot = previous;
+                loop.m_stop_requested.store(false, std::memory_order_relaxed);
+                loop.m_running.store(false, std::memory_order_release);
+            }
+        } guard{*this, std::exchange(detail::current_loop_slot, this)};
+        detail::current_executor_scope scope{any_executor(*this)};
+
+        unsigned batches = 0;
+        while (!m_stop_requested.load(std::memory_order_acquire)) {
+            m_remote.take_into(m_ready);
+            if (!m_ready.empty()) {
+                run_ready_batch();
+                // A loop that always has ready work (an endless ping-pong) still serves
+                // timers and I/O every so often.
+                if (++batches % 64 == 0) {
+                    fire_due_timers();
+                    m_reactor.wait(std::optional<std::chrono::nanoseconds>(0));
+                }
+                continue;
+            }
+            fire_due_timers();
+            if (!m_ready.empty()) continue;
+            if (m_stop_requested.load(std::memory_order_acquire)) break;
+            sleep_until_work();
+        }
+        if (m_detached_error) {
+            std::rethrow_exception(std::exchange(m_detached_error, nullptr));
+        }
+    }
+
+    /// Makes the current (or, if none is under way, the next) `run()` return after the work
+    /// item in progress. Thread-safe.
+    void stop() noexcept {
+        m_stop_requested.store(true, std::memory_order_release);
+        if (!running_in_this_thread()) m_reactor.wake();
+    }
+
+    /// Runs `f` on the loop's thread. Thread-safe; allocates once to hold `f`.
+    template <std::invocable F>
+    void post(F&& f) {
+        using fn_t = std::decay_t<F>;
+        enqueue(new detail::posted_function<fn_t>(fn_t(std::forward<F>(f))));
+    }
+
+    /// Awaitable that resumes the awaiting coroutine on this loop's thread: hops onto the loop
+    /// from another thread, or yields to other ready work when already on it. Thread-safe.
+    [[nodiscard]] detail::schedule_awaiter<event_loop> schedule() noexcept {
+        return detail::schedule_awaiter<event_loop>(*this);
+    }
+
+    /// True on the thread that is inside this loop's `run()`.
+    bool running_in_this_thread() const noexcept { return detail::current_loop_slot == this; }
+
+    /// The loop whose `run()` the calling thread is inside, or nullptr.
+    static event_loop* current() noexcept { return detail::current_loop_slot; }
+
+    /// Starts `t` on this loop and lets the loop own it: its frame lives until it completes or
+    /// the loop is destroyed. An exception escaping it stops the loop and is rethrown by
+    /// `run()`. Thread-safe.
+    void detach(task<void> t) {
+        auto* start = new detached_start(std::move(t), *this);
+        enqueue(start);
+    }
+
+    /// Low-level: queues an intrusive work item (the allocation-free path of post).
+    /// Thread-safe.
+    void enqueue(detail::work_item* item) noexcept {
+        if (running_in_this_thread()) {
+            m_ready.push(item);
+            return;
+        }
+        m_remote.push(item);
+        // seq_cst exchange pairs with the loop's store of `m_sleeping` before it re-checks
+        // the remote queue: either the loop sees this item, or we see it asleep and wake it.
+        // The eventfd is written only when the loop is (about to be) asleep.
+        if (m_sleeping.exchange(false, std::memory_order_seq_cst)) {
+            m_reactor.wake();
+        }
+    }
+
+    /// Runs `t` to completion on this loop (on the calling thread) and returns its value or
+    /// rethrows its exception. This is what `conflux::run` does with a fresh loop.
+    template <class T>
+    T run_until_complete(task<T> t) {
+        detail::result<T> out;
+        detail::driver d = detail::drive_into(std::move(t), out);
+        d.configure(
+            [](void* self, std::coroutine_handle<>) noexcept -> std::coroutine_handle<> {
+                static_cast<event_loop*>(self)->stop();
+                return std::noop_coroutine();
+            },
+            this);
+        detail::resume_item start;
+        start.handle = d.handle();
+        enqueue(&start);
+        try {
+            run();
+        } catch (...) {
+            // The main task is still suspended: take it off the queue before `start` and `d`
+            // go out of scope.
+            m_remote.take_into(m_ready);
+            m_ready.discard_all();
+            throw;
+        }
+        if (!out.ready()) {
+            m_remote.take_into(m_ready);
+            m_ready.discard_all();
+            throw std::logic_error(
+                "conflux::event_loop::run_until_complete: the loop was stopped before the task "
+                "completed");
+        }
+        return out.take();
+    }
+
+private:
+    friend struct detail::loop_access;
+
+    struct detached_start : detail::work_item {
+        task<void> t;
+        event_loop& loop;
+
+        detached_start(task<void>&& body, event_loop& owner) : t(std::move(body)), loop(owner) {
+            invoke = [](work_item* self, action a) noexcept {
+                auto* me = static_cast<detached_start*>(self);
+                if (a == action::run) me->loop.start_detached(std::move(me->t));
+                delete me;
+            };
+        }
+    };
+
+    static detail::driver detached_body(task<void> t, event_loop* loop) {
+        try {
+            co_await std::move(t);
+        } catch (...) {
+            if (!loop->m_detached_error) loop->m_detached_error = std::current_exception();
+            loop->stop();
+        }
+    }
+
+    void start_detached(task<void> t) noexcept {
+        detail::driver d = detached_body(std::move(t), this);
+        d.configure(
+            [](void* self, std::coroutine_handle<> frame) noexcept -> std::coroutine_handle<> {
+                static_cast<event_loop*>(self)->m_detached.erase(frame.address());
+                frame.destroy();
+                return std::noop_coroutine();
+            },
+            this);
+        auto h = d.release();
+        try {
+            m_detached.insert(h.address());
+        } catch (...) {
+            h.destroy();
+            if (!m_detached_error) m_detached_error = std::current_exception();
+            stop();
+            return;
+        }
+        h.resume();
+    }
+
+    void run_ready_batch() noexcept {
+        detail::work_queue batch = m_ready.take();
+        while (detail::work_item* item = batch.pop()) {
+            item->run();
+            if (m_stop_requested.load(std::memory_order_relaxed)) {
+                // Keep the rest for the next run(), in order.
+                while (detail::work_item* rest = batch.pop()) m_ready.push(rest);
+                return;
+            }
+        }
+    }
+
+    void fire_due_timers() noexcept {
+        if (m_timers.empty()) return;
+        auto now = std::chrono::steady_clock::now();
+        while (!m_timers.empty() && m_timers.top()->deadline <= now) {
+            detail::timer_entry* entry = m_timers.pop();
+            entry->fire(entry);
+        }
+    }
+
+    void sleep_until_work() {
+        std::optional<std::chrono::nanoseconds> timeout;
+        if (!m_timers.empty()) {
+            timeout = m_timers.top()->deadline - std::chrono::steady_clock::now();
+        }
+        m_sleeping.store(true, std::memory_order_seq_cst);
+        if (!m_remote.empty() || m_stop_requested.load(std::memory_order_seq_cst)) {
+            m_sleeping.store(false, std::memory_order_relaxed);
+            return;
+        }
+        m_reactor.wait(timeout);
+        m_sleeping.store(false, std::memory_order_relaxed);
+    }
+
+    detail::epoll_reactor m_reactor;
+    detail::work_queue m_ready;
+    detail::mpsc_stack m_remote;
+    detail::timer_heap m_timers;
+    std::unordered_set<void*> m_detached;
+    std::exception_ptr m_detached_error;
+    std::atomic<bool> m_sleeping{false};
+    std::atomic<bool> m_stop_requested{false};
+    std::atomic<bool> m_running{false};
+};
+
+static_assert(executor<event_loop>);
+
+namespace detail {
+
+/// The loop internals that other layers of conflux use (timers, the reactor).
+struct loop_access {
+    static void add_timer(event_loop& loop, timer_entry* entry) { loop.m_timers.push(entry); }
+    static void remove_timer(event_loop& loop, timer_entry* entry) noexcept {
+        loop.m_timers.remove(entry);
+    }
+    static epoll_reactor& reactor(event_loop& loop) noexcept { return loop.m_reactor; }
+};
+
+/// The loop running on this thread; throws a clear error naming `operation` if there is none.
+inline event_loop& require_loop(const char* operation) {
+    event_loop* loop = event_loop::current();
+    if (!loop) {
+        throw std::logic_error(std::string("conflux: ") + operation +
+                               " must be awaited on an event_loop thread");
+    }
+    return *loop;
+}
+
+} // namespace detail
+
+/// Starts `t` on the calling thread's event loop and lets the loop own it (see
+/// `event_loop::detach`). Throws `std::logic_error` on a thread that runs no event loop.
+inline void detach(task<void> t) { detail::require_loop("conflux::detach").detach(std::move(t)); }
+
+} // namespace conflux
