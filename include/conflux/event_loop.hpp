@@ -5,6 +5,7 @@
 #include <conflux/detail/driver.hpp>
 #include <conflux/detail/epoll.hpp>
 #include <conflux/detail/mpsc_stack.hpp>
+#include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/timer_heap.hpp>
 #include <conflux/detail/work_item.hpp>
 
@@ -16,6 +17,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <unordered_set>
 #include <utility>
@@ -25,7 +27,11 @@ namespace conflux {
 class event_loop;
 
 namespace detail {
-inline thread_local event_loop* current_loop_slot = nullptr;
+// Reached out of line: see opaque_address.
+[[gnu::noinline]] inline event_loop*& current_loop_slot() noexcept {
+    static thread_local event_loop* slot = nullptr;
+    return *opaque_address(&slot);
+}
 struct loop_access;
 } // namespace detail
 
@@ -47,6 +53,11 @@ public:
     event_loop& operator=(const event_loop&) = delete;
 
     ~event_loop() {
+        // A thread that queued the work that led here may still be inside enqueue() or
+        // stop(), about to wake us: let it leave before the members go.
+        while (m_foreign_callers.load(std::memory_order_seq_cst) != 0) {
+            std::this_thread::yield();
+        }
         // Frames first: their awaiters withdraw timers and fd interest from structures that
         // must still be alive. Then the queues, whose items may point into those frames.
         for (void* address : std::exchange(m_detached, {})) {
@@ -68,11 +79,11 @@ public:
             event_loop& loop;
             event_loop* previous;
             ~running_guard() {
-                detail::current_loop_slot = previous;
+                detail::current_loop_slot() = previous;
                 loop.m_stop_requested.store(false, std::memory_order_relaxed);
                 loop.m_running.store(false, std::memory_order_release);
             }
-        } guard{*this, std::exchange(detail::current_loop_slot, this)};
+        } guard{*this, std::exchange(detail::current_loop_slot(), this)};
         detail::current_executor_scope scope{any_executor(*this)};
 
         unsigned batches = 0;
@@ -101,8 +112,13 @@ public:
     /// Makes the current (or, if none is under way, the next) `run()` return after the work
     /// item in progress. Thread-safe.
     void stop() noexcept {
+        if (running_in_this_thread()) {
+            m_stop_requested.store(true, std::memory_order_release);
+            return;
+        }
+        foreign_call guard(*this);
         m_stop_requested.store(true, std::memory_order_release);
-        if (!running_in_this_thread()) m_reactor.wake();
+        m_reactor.wake();
     }
 
     /// Runs `f` on the loop's thread. Thread-safe; allocates once to hold `f`.
@@ -119,10 +135,10 @@ public:
     }
 
     /// True on the thread that is inside this loop's `run()`.
-    bool running_in_this_thread() const noexcept { return detail::current_loop_slot == this; }
+    bool running_in_this_thread() const noexcept { return detail::current_loop_slot() == this; }
 
     /// The loop whose `run()` the calling thread is inside, or nullptr.
-    static event_loop* current() noexcept { return detail::current_loop_slot; }
+    static event_loop* current() noexcept { return detail::current_loop_slot(); }
 
     /// Starts `t` on this loop and lets the loop own it: its frame lives until it completes or
     /// the loop is destroyed. An exception escaping it stops the loop and is rethrown by
@@ -139,6 +155,7 @@ public:
             m_ready.push(item);
             return;
         }
+        foreign_call guard(*this);
         m_remote.push(item);
         // seq_cst exchange pairs with the loop's store of `m_sleeping` before it re-checks
         // the remote queue: either the loop sees this item, or we see it asleep and wake it.
@@ -184,6 +201,21 @@ public:
 
 private:
     friend struct detail::loop_access;
+
+    // Marks a call from another thread that touches the loop after making work visible to
+    // it: that work may end in the loop's destruction, which then waits for the call to end.
+    class foreign_call {
+    public:
+        explicit foreign_call(event_loop& loop) noexcept : m_loop(loop) {
+            m_loop.m_foreign_callers.fetch_add(1, std::memory_order_seq_cst);
+        }
+        foreign_call(const foreign_call&) = delete;
+        foreign_call& operator=(const foreign_call&) = delete;
+        ~foreign_call() { m_loop.m_foreign_callers.fetch_sub(1, std::memory_order_seq_cst); }
+
+    private:
+        event_loop& m_loop;
+    };
 
     struct detached_start : detail::work_item {
         task<void> t;
@@ -272,6 +304,7 @@ private:
     std::atomic<bool> m_sleeping{false};
     std::atomic<bool> m_stop_requested{false};
     std::atomic<bool> m_running{false};
+    std::atomic<int> m_foreign_callers{0};
 };
 
 static_assert(executor<event_loop>);

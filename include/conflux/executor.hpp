@@ -1,5 +1,6 @@
 #pragma once
 
+#include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/work_item.hpp>
 
 #include <concepts>
@@ -105,16 +106,20 @@ namespace detail {
 
 /// The executor whose work this thread is running right now (set by event_loop::run and by
 /// thread_pool's threads). Awaiters read it to know where to resume their coroutine.
-inline thread_local any_executor current_executor_slot;
+/// Reached out of line: see opaque_address.
+[[gnu::noinline]] inline any_executor& current_executor_slot() noexcept {
+    static thread_local any_executor slot;
+    return *opaque_address(&slot);
+}
 
 /// Sets the current executor for a scope and restores the previous one after.
 class current_executor_scope {
 public:
     explicit current_executor_scope(any_executor e) noexcept
-        : m_previous(std::exchange(current_executor_slot, e)) {}
+        : m_previous(std::exchange(current_executor_slot(), e)) {}
     current_executor_scope(const current_executor_scope&) = delete;
     current_executor_scope& operator=(const current_executor_scope&) = delete;
-    ~current_executor_scope() { current_executor_slot = m_previous; }
+    ~current_executor_scope() { current_executor_slot() = m_previous; }
 
 private:
     any_executor m_previous;
@@ -124,7 +129,7 @@ private:
 
 /// The executor running the calling code: the `event_loop` or `thread_pool` whose thread
 /// this is, or an empty `any_executor` on a thread that runs neither.
-inline any_executor current_executor() noexcept { return detail::current_executor_slot; }
+inline any_executor current_executor() noexcept { return detail::current_executor_slot(); }
 
 static_assert(executor<any_executor>);
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <conflux/executor.hpp>
+#include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/work_item.hpp>
 
 #include <concepts>
@@ -19,7 +20,11 @@ namespace conflux {
 class thread_pool;
 
 namespace detail {
-inline thread_local thread_pool* current_pool_slot = nullptr;
+// Reached out of line: see opaque_address.
+[[gnu::noinline]] inline thread_pool*& current_pool_slot() noexcept {
+    static thread_local thread_pool* slot = nullptr;
+    return *opaque_address(&slot);
+}
 } // namespace detail
 
 /// A fixed set of threads running posted work and the coroutines that hop onto it with
@@ -79,23 +84,20 @@ public:
     }
 
     /// True on the pool's own threads.
-    bool running_in_this_thread() const noexcept { return detail::current_pool_slot == this; }
+    bool running_in_this_thread() const noexcept { return detail::current_pool_slot() == this; }
 
     /// Low-level: queues an intrusive work item. Thread-safe.
     void enqueue(detail::work_item* item) noexcept {
-        bool wake;
-        {
-            std::lock_guard lock(m_mutex);
-            m_queue.push(item);
-            wake = m_idle > 0;
-        }
-        // Notify outside the lock so the woken thread does not block on it at once.
-        if (wake) m_wakeup.notify_one();
+        std::lock_guard lock(m_mutex);
+        m_queue.push(item);
+        // Notify under the lock: once it is released, the item may run and lead to the
+        // pool's destruction on another thread before a later notify would touch it.
+        if (m_idle > 0) m_wakeup.notify_one();
     }
 
 private:
     void work() {
-        detail::current_pool_slot = this;
+        detail::current_pool_slot() = this;
         detail::current_executor_scope scope{any_executor(*this)};
         std::unique_lock lock(m_mutex);
         for (;;) {

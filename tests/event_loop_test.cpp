@@ -1,0 +1,238 @@
+#include <conflux/event_loop.hpp>
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/detail/io_watch.hpp>
+
+#include "support/test_support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <stop_token>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+double cpu_seconds() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+struct pipe_pair {
+    int read_end = -1;
+    int write_end = -1;
+    pipe_pair() {
+        int fds[2];
+        REQUIRE(::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0);
+        read_end = fds[0];
+        write_end = fds[1];
+    }
+    ~pipe_pair() {
+        ::close(read_end);
+        ::close(write_end);
+    }
+};
+
+} // namespace
+
+TEST_CASE("post from many threads runs everything on the loop's thread") {
+    conflux::event_loop loop;
+    constexpr int threads = 16;
+    constexpr int per_thread = 2000;
+    std::atomic<int> off_loop{0};
+    int ran = 0; // only touched on the loop's thread
+    std::vector<std::thread> posters;
+    for (int t = 0; t < threads; ++t) {
+        posters.emplace_back([&] {
+            for (int i = 0; i < per_thread; ++i) {
+                loop.post([&] {
+                    if (!loop.running_in_this_thread()) ++off_loop;
+                    if (++ran == threads * per_thread) loop.stop();
+                });
+            }
+        });
+    }
+    loop.run();
+    for (auto& t : posters) t.join();
+    CHECK(ran == threads * per_thread);
+    CHECK(off_loop == 0);
+}
+
+TEST_CASE("stop() from another thread ends a busy loop promptly") {
+    conflux::event_loop loop;
+    // An endless stream of ready work: each item posts the next.
+    struct spinner {
+        conflux::event_loop* loop;
+        void operator()() const { loop->post(spinner{loop}); }
+    };
+    loop.post(spinner{&loop});
+    std::atomic<bool> stopped{false};
+    auto start = clock_type::now();
+    std::thread stopper([&] {
+        std::this_thread::sleep_for(50ms);
+        loop.stop();
+        stopped = true;
+    });
+    loop.run();
+    auto elapsed = clock_type::now() - start;
+    stopper.join();
+    CHECK(stopped);
+    CHECK(elapsed < 5s);
+}
+
+TEST_CASE("a stopped loop keeps posted work for the next run; destruction discards it") {
+    auto alive = std::make_shared<int>(0);
+    int ran = 0;
+    {
+        conflux::event_loop loop;
+        loop.post([&] { loop.stop(); });
+        loop.run();
+        loop.post([&ran, keep = alive] { ++ran; });
+        CHECK(alive.use_count() == 2);
+        loop.post([&] { loop.stop(); });
+        loop.run();
+        CHECK(ran == 1);
+        loop.post([&ran, keep = alive] { ++ran; });
+        CHECK(alive.use_count() == 2);
+    }
+    CHECK(ran == 1);
+    CHECK(alive.use_count() == 1);
+}
+
+TEST_CASE("schedule() hops onto the loop from another thread, and back by affinity") {
+    conflux::event_loop loop;
+    std::atomic<bool> on_loop{false};
+    std::atomic<bool> back_on_side{false};
+    auto body = [&]() -> conflux::task<> {
+        co_await loop.schedule();
+        on_loop = loop.running_in_this_thread();
+        loop.stop();
+    };
+    std::thread side_thread([&] {
+        conflux::event_loop side;
+        side.run_until_complete([&]() -> conflux::task<> {
+            co_await body();
+            back_on_side = side.running_in_this_thread();
+        }());
+    });
+    loop.run();
+    side_thread.join();
+    CHECK(on_loop);
+    CHECK(back_on_side);
+}
+
+TEST_CASE("run() twice at once is refused") {
+    conflux::event_loop loop;
+    std::atomic<bool> threw{false};
+    loop.post([&] {
+        std::thread other([&] {
+            try {
+                loop.run();
+            } catch (const std::logic_error&) {
+                threw = true;
+            }
+        });
+        other.join();
+        loop.stop();
+    });
+    loop.run();
+    CHECK(threw);
+}
+
+TEST_CASE("an exception escaping a detached task stops the loop and is rethrown by run()") {
+    conflux::event_loop loop;
+    loop.detach([]() -> conflux::task<> {
+        co_await conflux::sleep_for(1ms);
+        throw std::runtime_error("detached failure");
+    }());
+    CHECK_THROWS_WITH_AS(loop.run(), "detached failure", std::runtime_error);
+}
+
+TEST_CASE("conflux::detach needs a loop") {
+    CHECK_THROWS_AS(conflux::detach([]() -> conflux::task<> { co_return; }()), std::logic_error);
+}
+
+TEST_CASE("an endless ping-pong on one loop still lets timers fire") {
+    auto body = []() -> conflux::task<bool> {
+        conflux::event_loop& loop = *conflux::event_loop::current();
+        std::atomic<bool> done{false};
+        auto pinger = [&]() -> conflux::task<> {
+            while (!done) co_await loop.schedule();
+        };
+        loop.detach(pinger());
+        loop.detach(pinger());
+        auto start = clock_type::now();
+        co_await conflux::sleep_for(10ms);
+        auto waited = clock_type::now() - start;
+        done = true;
+        co_await loop.schedule();
+        co_return waited < 2s;
+    };
+    CHECK(conflux::run(body()));
+}
+
+TEST_CASE("an idle loop sleeps instead of spinning") {
+    auto body = []() -> conflux::task<double> {
+        double before = cpu_seconds();
+        co_await conflux::sleep_for(300ms);
+        co_return cpu_seconds() - before;
+    };
+    CHECK(conflux::run(body()) < 0.05);
+}
+
+TEST_CASE("io_watch wakes a reader when a pipe becomes readable, and can be cancelled") {
+    pipe_pair p;
+    auto body = [&]() -> conflux::task<bool> {
+        conflux::event_loop& loop = *conflux::event_loop::current();
+        conflux::detail::io_watch watch(loop, p.read_end);
+        char c = 0;
+        CHECK(::read(p.read_end, &c, 1) == -1);
+        std::thread writer([&] {
+            std::this_thread::sleep_for(20ms);
+            REQUIRE(::write(p.write_end, "x", 1) == 1);
+        });
+        co_await watch.readable();
+        writer.join();
+        CHECK(::read(p.read_end, &c, 1) == 1);
+        CHECK(c == 'x');
+
+        std::stop_source source;
+        std::thread canceller([&] {
+            std::this_thread::sleep_for(20ms);
+            source.request_stop();
+        });
+        bool cancelled = false;
+        try {
+            co_await watch.readable(source.get_token());
+        } catch (const conflux::operation_cancelled&) {
+            cancelled = true;
+        }
+        canceller.join();
+        co_return cancelled;
+    };
+    CHECK(conflux::run(body()));
+}
+
+TEST_CASE("the loop releases its descriptors and threads") {
+    std::thread([] {}).join(); // let sanitizer runtimes start their helper thread first
+    auto fds = conflux_test::open_fds();
+    auto threads = conflux_test::thread_count();
+    for (int i = 0; i < 100; ++i) {
+        conflux::run([]() -> conflux::task<> { co_await conflux::sleep_for(0ms); }());
+    }
+    CHECK(conflux_test::open_fds() == fds);
+    CHECK(conflux_test::thread_count() == threads);
+}

@@ -1,0 +1,83 @@
+#include <conflux/run.hpp>
+#include <conflux/thread_pool.hpp>
+
+#include "support/test_support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+namespace {
+
+// Not inlined and opaque to the optimiser: a coroutine that moved threads at a co_await must
+// not see a thread id computed before the suspension (see detail/thread_local.hpp).
+[[gnu::noinline]] std::thread::id thread_id() {
+    std::thread::id id = std::this_thread::get_id();
+    asm volatile("" : : "r"(&id) : "memory");
+    return id;
+}
+
+} // namespace
+
+TEST_CASE("posted work runs on the pool's threads and the destructor drains it") {
+    // Sanitizer runtimes start a helper thread with the first thread: start one first.
+    std::thread([] {}).join();
+    auto threads_before = conflux_test::thread_count();
+    std::atomic<int> ran{0};
+    std::atomic<int> off_pool{0};
+    std::mutex m;
+    std::set<std::thread::id> seen;
+    {
+        conflux::thread_pool pool(3);
+        CHECK(pool.size() == 3);
+        CHECK(conflux_test::thread_count() == threads_before + 3);
+        for (int i = 0; i < 10'000; ++i) {
+            pool.post([&] {
+                if (!pool.running_in_this_thread()) ++off_pool;
+                {
+                    std::lock_guard lock(m);
+                    seen.insert(thread_id());
+                }
+                ++ran;
+            });
+        }
+    }
+    CHECK(ran == 10'000);
+    CHECK(off_pool == 0);
+    CHECK(seen.count(thread_id()) == 0);
+    CHECK(conflux_test::thread_count() == threads_before);
+}
+
+TEST_CASE("work posted by running work is drained too") {
+    std::atomic<int> ran{0};
+    {
+        conflux::thread_pool pool(2);
+        pool.post([&] {
+            for (int i = 0; i < 100; ++i) pool.post([&] { ++ran; });
+        });
+    }
+    CHECK(ran == 100);
+}
+
+TEST_CASE("a pool needs at least one thread") {
+    CHECK_THROWS_AS(conflux::thread_pool(0), std::invalid_argument);
+}
+
+TEST_CASE("a coroutine hops onto the pool and back to its loop") {
+    conflux::thread_pool pool(2);
+    auto body = [&]() -> conflux::task<bool> {
+        auto loop = conflux::current_executor();
+        auto loop_thread = thread_id();
+        co_await pool.schedule();
+        bool on_pool = pool.running_in_this_thread() &&
+                       thread_id() != loop_thread &&
+                       conflux::current_executor().context() == &pool;
+        co_await loop.schedule();
+        co_return on_pool && thread_id() == loop_thread;
+    };
+    for (int i = 0; i < 100; ++i) REQUIRE(conflux::run(body()));
+}

@@ -1,0 +1,82 @@
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/thread_pool.hpp>
+#include <conflux/when_all.hpp>
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+conflux::task<int> after(int value, std::chrono::milliseconds delay) {
+    co_await conflux::sleep_for(delay);
+    co_return value;
+}
+
+conflux::task<> fail_after(std::chrono::milliseconds delay, const char* what) {
+    co_await conflux::sleep_for(delay);
+    throw std::runtime_error(what);
+}
+
+} // namespace
+
+TEST_CASE("when_all gives every value, in argument order") {
+    auto body = []() -> conflux::task<> {
+        auto [a, b, c] = co_await conflux::when_all(after(1, 20ms), after(2, 1ms),
+                                                    []() -> conflux::task<> { co_return; }());
+        CHECK(a == 1);
+        CHECK(b == 2);
+        CHECK(std::is_same_v<decltype(c), std::monostate>);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("when_all runs its tasks concurrently") {
+    auto body = []() -> conflux::task<std::chrono::steady_clock::duration> {
+        auto start = std::chrono::steady_clock::now();
+        co_await conflux::when_all(after(1, 100ms), after(2, 100ms), after(3, 100ms));
+        co_return std::chrono::steady_clock::now() - start;
+    };
+    CHECK(conflux::run(body()) < 290ms);
+}
+
+TEST_CASE("when_all rethrows the first exception after all tasks finished") {
+    bool slow_finished = false;
+    auto slow = [&]() -> conflux::task<> {
+        co_await conflux::sleep_for(50ms);
+        slow_finished = true;
+    };
+    auto body = [&]() -> conflux::task<> {
+        co_await conflux::when_all(fail_after(20ms, "second"), fail_after(1ms, "first"), slow());
+    };
+    CHECK_THROWS_WITH_AS(conflux::run(body()), "first", std::runtime_error);
+    CHECK(slow_finished);
+}
+
+TEST_CASE("when_all over a vector, including an empty one and tasks on a pool") {
+    conflux::thread_pool pool(2);
+    auto square_on_pool = [&](int x) -> conflux::task<int> {
+        co_await pool.schedule();
+        co_return x * x;
+    };
+    auto body = [&]() -> conflux::task<> {
+        std::vector<conflux::task<int>> tasks;
+        for (int i = 0; i < 100; ++i) tasks.push_back(square_on_pool(i));
+        auto squares = co_await conflux::when_all(std::move(tasks));
+        REQUIRE(squares.size() == 100);
+        for (int i = 0; i < 100; ++i) CHECK(squares[i] == i * i);
+        CHECK(conflux::event_loop::current() != nullptr);
+
+        auto none = co_await conflux::when_all(std::vector<conflux::task<int>>{});
+        CHECK(none.empty());
+    };
+    conflux::run(body());
+}

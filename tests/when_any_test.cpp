@@ -1,0 +1,108 @@
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/when_any.hpp>
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <stop_token>
+#include <thread>
+#include <variant>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+conflux::task<int> after(int value, std::chrono::milliseconds delay, int* cancelled = nullptr) {
+    try {
+        co_await conflux::sleep_for(delay);
+    } catch (const conflux::operation_cancelled&) {
+        if (cancelled) ++*cancelled;
+        throw;
+    }
+    co_return value;
+}
+
+} // namespace
+
+TEST_CASE("when_any gives the first to finish and cancels the others") {
+    int cancelled = 0;
+    auto body = [&]() -> conflux::task<> {
+        auto start = std::chrono::steady_clock::now();
+        auto r = co_await conflux::when_any(after(1, 1h, &cancelled), after(2, 10ms, &cancelled),
+                                            after(3, 1h, &cancelled));
+        CHECK(r.index() == 1);
+        CHECK(std::get<1>(r) == 2);
+        CHECK(std::chrono::steady_clock::now() - start < 30s);
+    };
+    conflux::run(body());
+    CHECK(cancelled == 2);
+}
+
+TEST_CASE("when_any rethrows the winner's exception") {
+    auto failing = []() -> conflux::task<int> {
+        co_await conflux::sleep_for(1ms);
+        throw std::runtime_error("winner failed");
+    };
+    auto body = [&]() -> conflux::task<> {
+        co_await conflux::when_any(failing(), after(2, 1h));
+    };
+    CHECK_THROWS_WITH_AS(conflux::run(body()), "winner failed", std::runtime_error);
+}
+
+TEST_CASE("when_any with a task that completes at once still cancels the rest") {
+    int cancelled = 0;
+    auto body = [&]() -> conflux::task<std::size_t> {
+        auto r = co_await conflux::when_any([]() -> conflux::task<> { co_return; }(),
+                                            after(2, 1h, &cancelled));
+        co_return r.index();
+    };
+    CHECK(conflux::run(body()) == 0);
+    CHECK(cancelled == 1);
+}
+
+TEST_CASE("a stop request on the awaiter reaches every task of when_any") {
+    int cancelled = 0;
+    std::stop_source source;
+    auto race = [&]() -> conflux::task<> {
+        co_await conflux::when_any(after(1, 1h, &cancelled), after(2, 1h, &cancelled));
+    };
+    auto body = [&]() -> conflux::task<bool> {
+        std::thread canceller([&] {
+            std::this_thread::sleep_for(20ms);
+            source.request_stop();
+        });
+        bool threw = false;
+        try {
+            // when_any inside when_any: the outer one's token is the stop source here.
+            co_await conflux::when_any(race(), [&]() -> conflux::task<> {
+                co_await conflux::sleep_for(1h, source.get_token());
+            }());
+        } catch (const conflux::operation_cancelled&) {
+            threw = true;
+        }
+        canceller.join();
+        co_return threw;
+    };
+    CHECK(conflux::run(body()));
+    CHECK(cancelled == 2);
+}
+
+TEST_CASE("when_any over a vector gives the winner's index") {
+    auto body = []() -> conflux::task<> {
+        std::vector<conflux::task<int>> tasks;
+        tasks.push_back(after(10, 1h));
+        tasks.push_back(after(11, 1h));
+        tasks.push_back(after(12, 5ms));
+        auto [index, value] = co_await conflux::when_any(std::move(tasks));
+        CHECK(index == 2);
+        CHECK(value == 12);
+    };
+    conflux::run(body());
+    auto empty = []() -> conflux::task<> {
+        co_await conflux::when_any(std::vector<conflux::task<int>>{});
+    };
+    CHECK_THROWS_AS(conflux::run(empty()), std::invalid_argument);
+}
