@@ -65,3 +65,24 @@ TEST_CASE("stopping the loop before the task completes is reported") {
     };
     CHECK_THROWS_AS(conflux::run(body()), std::logic_error);
 }
+
+TEST_CASE("run_until_complete on a loop that is already running is refused") {
+    conflux::event_loop loop;
+    bool refused = false;
+    int posted_ran = 0;
+    loop.post([&] {
+        try {
+            loop.run_until_complete([]() -> conflux::task<> { co_return; }());
+        } catch (const std::logic_error&) {
+            refused = true;
+        }
+        // The loop's own queue is intact.
+        loop.post([&] {
+            ++posted_ran;
+            loop.stop();
+        });
+    });
+    loop.run();
+    CHECK(refused);
+    CHECK(posted_ran == 1);
+}

@@ -169,6 +169,10 @@ public:
     /// rethrows its exception. This is what `conflux::run` does with a fresh loop.
     template <class T>
     T run_until_complete(task<T> t) {
+        if (m_running.load(std::memory_order_acquire)) {
+            throw std::logic_error(
+                "conflux::event_loop::run_until_complete: the loop is already running");
+        }
         detail::result<T> out;
         detail::driver d = detail::drive_into(std::move(t), out);
         d.configure(

@@ -1,0 +1,166 @@
+// Core runtime: post + resume on an event_loop and a thread_pool against raw queues of
+// function pointers, and a cross-thread wake-up ping-pong against a raw eventfd ping-pong.
+#include "bench.hpp"
+
+#include <conflux/conflux.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+namespace {
+
+// --- one thread: schedule() round trips through the loop's ready queue -------------------
+
+conflux::task<> yield_n(conflux::event_loop& loop, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) co_await loop.schedule();
+}
+
+void loop_yields(std::size_t n) {
+    conflux::event_loop loop;
+    loop.run_until_complete(yield_n(loop, n));
+}
+
+std::uint64_t raw_counter = 0;
+void raw_step() { ++raw_counter; }
+
+// The baseline: a single-threaded FIFO of function pointers, each popped and called.
+void raw_queue(std::size_t n) {
+    std::deque<void (*)()> queue;
+    queue.push_back(&raw_step);
+    for (std::size_t i = 0; i < n; ++i) {
+        auto f = queue.front();
+        queue.pop_front();
+        f();
+        queue.push_back(&raw_step);
+    }
+}
+
+// --- thread pool: post n items, wait for all ------------------------------------------------
+
+void pool_posts(std::size_t n) {
+    conflux::thread_pool pool(2);
+    std::atomic<std::size_t> done{0};
+    for (std::size_t i = 0; i < n; ++i) {
+        pool.post([&done] { done.fetch_add(1, std::memory_order_relaxed); });
+    }
+    while (done.load(std::memory_order_relaxed) != n) std::this_thread::yield();
+}
+
+// The baseline: two threads draining a mutex + condition variable queue of function pointers.
+void raw_pool(std::size_t n) {
+    std::mutex m;
+    std::condition_variable cv;
+    std::deque<void (*)(std::atomic<std::size_t>&)> queue;
+    std::atomic<std::size_t> done{0};
+    bool stop = false;
+    auto worker = [&] {
+        std::unique_lock lock(m);
+        for (;;) {
+            cv.wait(lock, [&] { return stop || !queue.empty(); });
+            if (queue.empty()) return;
+            auto f = queue.front();
+            queue.pop_front();
+            lock.unlock();
+            f(done);
+            lock.lock();
+        }
+    };
+    std::thread a(worker), b(worker);
+    for (std::size_t i = 0; i < n; ++i) {
+        std::lock_guard lock(m);
+        queue.push_back([](std::atomic<std::size_t>& d) { d.fetch_add(1, std::memory_order_relaxed); });
+        cv.notify_one();
+    }
+    while (done.load(std::memory_order_relaxed) != n) std::this_thread::yield();
+    {
+        std::lock_guard lock(m);
+        stop = true;
+    }
+    cv.notify_all();
+    a.join();
+    b.join();
+}
+
+// --- two threads: a coroutine bounces between two loops -------------------------------------
+
+conflux::task<> bounce(conflux::event_loop& here, conflux::event_loop& there, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+        co_await there.schedule();
+        co_await here.schedule();
+    }
+}
+
+void loop_ping_pong(std::size_t n) {
+    conflux::event_loop a;
+    conflux::event_loop b;
+    std::thread other([&] { b.run(); });
+    a.run_until_complete(bounce(a, b, n));
+    b.stop();
+    other.join();
+}
+
+// The baseline: two threads blocking on two eventfds in turn.
+void raw_eventfd_ping_pong(std::size_t n) {
+    int ping = ::eventfd(0, EFD_CLOEXEC);
+    int pong = ::eventfd(0, EFD_CLOEXEC);
+    std::thread other([&] {
+        std::uint64_t v;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (::read(ping, &v, sizeof v) != sizeof v) return;
+            v = 1;
+            if (::write(pong, &v, sizeof v) != sizeof v) return;
+        }
+    });
+    std::uint64_t v = 1;
+    for (std::size_t i = 0; i < n; ++i) {
+        v = 1;
+        if (::write(ping, &v, sizeof v) != sizeof v) break;
+        if (::read(pong, &v, sizeof v) != sizeof v) break;
+    }
+    other.join();
+    ::close(ping);
+    ::close(pong);
+}
+
+// --- awaiting a task that completes at once -------------------------------------------------
+
+conflux::task<int> one() { co_return 1; }
+
+conflux::task<> await_n(std::size_t n) {
+    std::size_t sum = 0;
+    for (std::size_t i = 0; i < n; ++i) sum += static_cast<std::size_t>(co_await one());
+    if (sum != n) std::abort();
+}
+
+void task_awaits(std::size_t n) { conflux::run(await_n(n)); }
+
+std::uint64_t call_counter = 0;
+[[gnu::noinline]] void plain_call() { ++call_counter; asm volatile(""); }
+void plain_calls(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) plain_call();
+}
+
+} // namespace
+
+int main() {
+    bench::header();
+    bench::row("event_loop schedule() + resume, 1 thread",
+               bench::ops_per_second(loop_yields, 2'000'000),
+               bench::ops_per_second(raw_queue, 2'000'000), "op/s", true,
+               bench::node_figure("core_post.js"));
+    bench::row("thread_pool post + run, 2 threads", bench::ops_per_second(pool_posts, 500'000),
+               bench::ops_per_second(raw_pool, 500'000), "op/s");
+    bench::row("cross-thread hop between two loops (round trip)",
+               bench::ops_per_second(loop_ping_pong, 50'000),
+               bench::ops_per_second(raw_eventfd_ping_pong, 50'000), "rt/s");
+    bench::row("co_await of a task that completes at once",
+               bench::ops_per_second(task_awaits, 2'000'000),
+               bench::ops_per_second(plain_calls, 2'000'000), "op/s");
+}
