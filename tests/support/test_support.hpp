@@ -1,0 +1,111 @@
+#pragma once
+
+// Probes the tests use to prove that nothing leaked: fds, threads, child processes.
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <dirent.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CONFLUX_TEST_BINARY_DIR
+#error "tests are built with CONFLUX_TEST_BINARY_DIR pointing at the helper programs"
+#endif
+
+namespace conflux_test {
+
+/// Every open descriptor as "fd -> target", sorted; compare before and after an operation.
+inline std::vector<std::string> open_fds() {
+    std::vector<std::string> out;
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (dir == nullptr) return out;
+    // The listing itself holds an fd; leave it out so two calls compare equal.
+    const int own = ::dirfd(dir);
+    while (const dirent* entry = ::readdir(dir)) {
+        const std::string name = entry->d_name;
+        if (name == "." || name == ".." || name == std::to_string(own)) continue;
+        char target[4096];
+        const std::string link = "/proc/self/fd/" + name;
+        const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+        out.push_back(name + " -> " + (n < 0 ? std::string("?") : std::string(target, n)));
+    }
+    ::closedir(dir);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+/// Threads in this process right now.
+inline std::size_t thread_count() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry :
+         std::filesystem::directory_iterator("/proc/self/task")) {
+        ++n;
+    }
+    return n;
+}
+
+/// Pids of this process's children that have exited but were not reaped.
+inline std::vector<int> zombie_children() {
+    std::vector<int> out;
+    const pid_t self = ::getpid();
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.empty() || !std::all_of(name.begin(), name.end(),
+                                         [](unsigned char c) { return std::isdigit(c) != 0; }))
+            continue;
+        std::ifstream stat(entry.path() / "stat");
+        std::string line;
+        if (!std::getline(stat, line)) continue; // the process went away meanwhile
+        // The command name may contain spaces and parentheses: fields start after the last ')'.
+        const auto close = line.rfind(')');
+        if (close == std::string::npos || close + 4 >= line.size()) continue;
+        const char state = line[close + 2];
+        const int ppid = std::atoi(line.c_str() + close + 4);
+        if (state == 'Z' && ppid == self) out.push_back(std::stoi(name));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+/// True when this process has no children at all, reaped or not; valid only in a test process
+/// that starts no children of its own outside the library.
+inline bool no_children_left() { return ::waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }
+
+/// Kills a hung test with SIGALRM after `factor` times the expected running time (at least 1 s),
+/// so a deadlock fails one test quickly instead of waiting for the ctest timeout.
+class watchdog {
+public:
+    explicit watchdog(std::chrono::milliseconds expected, unsigned factor = 5) {
+        const auto ms = expected.count() * static_cast<long long>(factor);
+        ::alarm(static_cast<unsigned>(std::max(1LL, (ms + 999) / 1000)));
+    }
+    watchdog(const watchdog&) = delete;
+    watchdog& operator=(const watchdog&) = delete;
+    ~watchdog() { ::alarm(0); }
+};
+
+/// Multiplier for iteration counts; sanitizer runs set CONFLUX_STRESS_SCALE below 1.
+inline double stress_scale() {
+    const char* value = std::getenv("CONFLUX_STRESS_SCALE");
+    if (value == nullptr || *value == '\0') return 1.0;
+    char* end = nullptr;
+    const double scale = std::strtod(value, &end);
+    return end != value && scale > 0 ? scale : 1.0;
+}
+
+/// Where the helper child programs (tests/helpers/*.cpp) are built.
+inline std::filesystem::path helper_dir() { return CONFLUX_TEST_BINARY_DIR; }
+
+} // namespace conflux_test
