@@ -2,10 +2,12 @@
 
 /// The whole public API of conflux. See docs/ for a guide per feature.
 
+#include <conflux/atomic_view.hpp>
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/executor.hpp>
 #include <conflux/run.hpp>
+#include <conflux/shared_buffer.hpp>
 #include <conflux/sleep.hpp>
 #include <conflux/task.hpp>
 #include <conflux/thread_pool.hpp>
