@@ -109,9 +109,9 @@ public:
     ///
     /// Returns `not_equal` at once if the element differs from `expected`, `timed_out` when
     /// the timeout passes (at once for a zero timeout), `ok` when woken. As with any futex,
-    /// `ok` can also mean the element changed while the wait was setting up (it first spins
-    /// briefly, then sleeps in the kernel), so loop on your condition. A wake-up is never
-    /// missed: a `notify` that follows a store which the wait could not yet see always wakes it.
+    /// `ok` can also mean the element changed between the first read and the moment the
+    /// kernel queued the thread (or after a signal), so loop on your condition. A wake-up is
+    /// never missed: a `notify` that follows a store the wait could not yet see always ends it.
     ///
     /// What is waited on: the kernel's futex is a 32-bit word. An 8-, 16- or 32-bit element
     /// waits on the aligned word containing it, in a wake lane of its own byte address, so
