@@ -1,0 +1,173 @@
+#include <conflux/conflux.hpp>
+
+#include "support/test_support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+using namespace std::chrono_literals;
+using conflux::wait_result;
+
+namespace {
+
+std::size_t scaled(std::size_t n) {
+    auto s = static_cast<std::size_t>(static_cast<double>(n) * conflux_test::stress_scale());
+    return s == 0 ? 1 : s;
+}
+
+pid_t start_child(const conflux::shared_buffer& memory, const std::string& mode, std::size_t n) {
+    const int target = memory.fd() == 100 ? 101 : 100;
+    const std::string path = (conflux_test::helper_dir() / "conflux_shm_child").string();
+    const std::string fd_arg = std::to_string(target);
+    const std::string size_arg = std::to_string(memory.size());
+    const std::string n_arg = std::to_string(n);
+    std::vector<char*> argv = {
+        const_cast<char*>(path.c_str()),   const_cast<char*>(mode.c_str()),
+        const_cast<char*>(fd_arg.c_str()), const_cast<char*>(size_arg.c_str()),
+        const_cast<char*>(n_arg.c_str()),  nullptr};
+    posix_spawn_file_actions_t actions;
+    ::posix_spawn_file_actions_init(&actions);
+    ::posix_spawn_file_actions_adddup2(&actions, memory.fd(), target);
+    pid_t pid = -1;
+    const int err = ::posix_spawn(&pid, path.c_str(), &actions, nullptr, argv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&actions);
+    REQUIRE(err == 0);
+    return pid;
+}
+
+} // namespace
+
+TEST_CASE("R55: two processes add 1e7 each to u32 and u64 counters, exactly") {
+    conflux_test::watchdog dog(60s);
+    conflux::shared_buffer memory(64);
+    const auto c32 = memory.view<std::uint32_t>(8, 1);
+    const auto c64 = memory.view<std::uint64_t>(16, 1);
+    const std::size_t n = scaled(10'000'000);
+    const pid_t child = start_child(memory, "count", n);
+    for (std::size_t k = 0; k < n; ++k) {
+        c32.add(0, 1);
+        c64.add(0, 1);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(c32.load(0) == static_cast<std::uint32_t>(2 * n));
+    CHECK(c64.load(0) == 2 * n);
+}
+
+TEST_CASE("a baton passed round eight threads on bytes that share futex words") {
+    conflux_test::watchdog dog(60s);
+    conflux::shared_buffer memory(64);
+    const auto seats = memory.view<std::uint8_t>(0, 8); // two futex words, four lanes each
+    constexpr std::size_t threads = 8;
+    const std::size_t laps = scaled(3'000);
+    std::vector<std::thread> pool;
+    for (std::size_t t = 0; t < threads; ++t) {
+        pool.emplace_back([=] {
+            for (std::size_t lap = 0; lap < laps; ++lap) {
+                // Seat t holds the baton when its byte is 1; lap counts don't fit a byte.
+                while (seats.load(t) == 0) seats.wait(t, 0);
+                seats.store(t, 0);
+                const std::size_t next = (t + 1) % threads;
+                seats.store(next, 1);
+                seats.notify(next, 1);
+            }
+        });
+    }
+    seats.store(0, 1);
+    seats.notify(0);
+    for (auto& t : pool) t.join();
+    // Seat 0 gets the baton back after the last lap of seat 7.
+    CHECK(seats.load(0) == 1);
+    for (std::size_t t = 1; t < threads; ++t) CHECK(seats.load(t) == 0);
+}
+
+TEST_CASE(
+    "wait_async on four loops: every waiter resolves exactly once under notify and timeouts") {
+    conflux_test::watchdog dog(60s);
+    conflux::shared_buffer memory(64);
+    const auto cell = memory.view<std::int32_t>(0, 1);
+    constexpr std::size_t loops_count = 4;
+    const std::size_t per_loop = scaled(2'000);
+    std::atomic<std::size_t> ok{0}, timed_out{0}, other{0};
+    std::atomic<std::size_t> notified{0};
+    std::atomic<bool> done_waiting{false};
+
+    auto waiter = [&](std::size_t k) -> conflux::task<> {
+        // A mix of short timeouts and long ones, so timers race notifies.
+        const auto timeout = k % 3 == 0 ? std::chrono::milliseconds(1 + k % 7) : 10s;
+        switch (co_await cell.wait_async(0, 0, timeout)) {
+        case wait_result::ok:
+            ok.fetch_add(1);
+            break;
+        case wait_result::timed_out:
+            timed_out.fetch_add(1);
+            break;
+        default:
+            other.fetch_add(1);
+            break;
+        }
+    };
+    auto loop_body = [&](std::size_t base) -> conflux::task<> {
+        std::vector<conflux::task<>> tasks;
+        for (std::size_t k = 0; k < per_loop; ++k) tasks.push_back(waiter(base + k));
+        co_await conflux::when_all(std::move(tasks));
+    };
+    std::thread notifier([&] {
+        std::size_t batch = 1;
+        while (!done_waiting.load()) {
+            notified.fetch_add(cell.notify(0, batch));
+            batch = batch % 13 + 1;
+            std::this_thread::yield();
+        }
+    });
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < loops_count; ++i) {
+        threads.emplace_back([&, i] { conflux::run(loop_body(i * per_loop)); });
+    }
+    for (auto& t : threads) t.join();
+    done_waiting.store(true);
+    notifier.join();
+    CHECK(other.load() == 0);
+    CHECK(ok.load() + timed_out.load() == loops_count * per_loop);
+    CHECK(ok.load() == notified.load()); // every counted wake reached exactly one waiter
+    CHECK(cell.notify(0) == 0);
+}
+
+TEST_CASE("sync and async waiters on one element share notify's count") {
+    conflux_test::watchdog dog(60s);
+    conflux::shared_buffer memory(64);
+    const auto cell = memory.view<std::uint16_t>(2, 1);
+    const std::size_t rounds = scaled(200);
+    for (std::size_t r = 0; r < rounds; ++r) {
+        std::atomic<std::size_t> woken{0};
+        std::thread sync_waiter([&] {
+            if (cell.wait(0, 0, 10s) == wait_result::ok) woken.fetch_add(1);
+        });
+        auto body = [&]() -> conflux::task<> {
+            std::thread notifier([&] {
+                std::size_t total = 0;
+                while (total < 2) total += cell.notify(0, 1);
+            });
+            if (co_await cell.wait_async(0, 0, 10s) == wait_result::ok) woken.fetch_add(1);
+            notifier.join();
+        };
+        conflux::run(body());
+        sync_waiter.join();
+        REQUIRE(woken.load() == 2);
+    }
+}
