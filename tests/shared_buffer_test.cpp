@@ -117,14 +117,14 @@ TEST_CASE("an empty buffer has no memory") {
 TEST_CASE("size 0 and unmappable sizes are clear errors") {
     CHECK_THROWS_AS(conflux::shared_buffer(0), std::invalid_argument);
     CHECK(message_of([] { conflux::shared_buffer b(0); }).find("size 0") != std::string::npos);
-    CHECK_THROWS_AS(conflux::shared_buffer(conflux::shared_buffer::max_size() + 1),
+    CHECK_THROWS_AS(conflux::shared_buffer{conflux::shared_buffer::max_size() + 1},
                     std::length_error);
-    CHECK_THROWS_AS(conflux::shared_buffer(static_cast<std::size_t>(-1)), std::length_error);
+    CHECK_THROWS_AS(conflux::shared_buffer{static_cast<std::size_t>(-1)}, std::length_error);
     // Within the nominal limit but far beyond the address space: the OS says no.
     const std::string refused =
         message_of([] { conflux::shared_buffer b(conflux::shared_buffer::max_size()); });
     CHECK((refused.find("memfd") != std::string::npos));
-    CHECK_THROWS_AS(conflux::shared_buffer(conflux::shared_buffer::max_size()), std::system_error);
+    CHECK_THROWS_AS(conflux::shared_buffer{conflux::shared_buffer::max_size()}, std::system_error);
 }
 
 TEST_CASE("from_fd maps the same memory and leaves the fd to the caller") {
