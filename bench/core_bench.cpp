@@ -75,7 +75,8 @@ void raw_pool(std::size_t n) {
     std::thread a(worker), b(worker);
     for (std::size_t i = 0; i < n; ++i) {
         std::lock_guard lock(m);
-        queue.push_back([](std::atomic<std::size_t>& d) { d.fetch_add(1, std::memory_order_relaxed); });
+        queue.push_back(
+            [](std::atomic<std::size_t>& d) { d.fetch_add(1, std::memory_order_relaxed); });
         cv.notify_one();
     }
     while (done.load(std::memory_order_relaxed) != n) std::this_thread::yield();
@@ -142,7 +143,10 @@ conflux::task<> await_n(std::size_t n) {
 void task_awaits(std::size_t n) { conflux::run(await_n(n)); }
 
 std::uint64_t call_counter = 0;
-[[gnu::noinline]] void plain_call() { ++call_counter; asm volatile(""); }
+[[gnu::noinline]] void plain_call() {
+    ++call_counter;
+    asm volatile("");
+}
 void plain_calls(std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) plain_call();
 }

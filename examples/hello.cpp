@@ -9,8 +9,7 @@ using namespace std::chrono_literals;
 
 conflux::task<std::string> greet(std::string name, std::chrono::milliseconds delay) {
     co_await conflux::sleep_for(delay);
-    std::printf("hello, %s (after %lld ms)\n", name.c_str(),
-                static_cast<long long>(delay.count()));
+    std::printf("hello, %s (after %lld ms)\n", name.c_str(), static_cast<long long>(delay.count()));
     co_return name;
 }
 

@@ -23,7 +23,9 @@ public:
     struct schedule_awaiter {
         manual_executor& target;
         bool await_ready() const noexcept { return false; }
-        void await_suspend(std::coroutine_handle<> h) { target.post([h] { h.resume(); }); }
+        void await_suspend(std::coroutine_handle<> h) {
+            target.post([h] { h.resume(); });
+        }
         void await_resume() const noexcept {}
     };
     schedule_awaiter schedule() { return {*this}; }
@@ -61,8 +63,8 @@ TEST_CASE("current_executor is the loop inside run, empty outside") {
     CHECK_FALSE(conflux::current_executor());
     auto body = []() -> conflux::task<bool> {
         auto e = conflux::current_executor();
-        co_return e && e.context() == conflux::event_loop::current() &&
-            e.running_in_this_thread();
+        co_return (e && e.context() == conflux::event_loop::current() &&
+                   e.running_in_this_thread());
     };
     CHECK(conflux::run(body()));
     CHECK_FALSE(conflux::current_executor());

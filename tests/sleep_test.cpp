@@ -40,11 +40,11 @@ TEST_CASE("timers fire in deadline order, many at once") {
         constexpr int n = 2000;
         auto base = clock_type::now() + 20ms;
         for (int i = n - 1; i >= 0; --i) {
-            sleepers.push_back([](int index, clock_type::time_point at,
-                                  std::vector<int>& out) -> conflux::task<> {
-                co_await conflux::sleep_until(at);
-                out.push_back(index);
-            }(i, base + std::chrono::microseconds(i * 10), order));
+            sleepers.push_back(
+                [](int index, clock_type::time_point at, std::vector<int>& out) -> conflux::task<> {
+                    co_await conflux::sleep_until(at);
+                    out.push_back(index);
+                }(i, base + std::chrono::microseconds(i * 10), order));
         }
         co_await conflux::when_all(std::move(sleepers));
         bool sorted = order.size() == n;

@@ -41,11 +41,15 @@ conflux::task<int> thrower() {
     co_return 0;
 }
 
-// Records where the innermost frame's local lives, to show the stack does not grow.
-conflux::task<std::uintptr_t> stack_probe() {
-    int local = 0;
-    co_return reinterpret_cast<std::uintptr_t>(&local);
+// The machine stack's depth at the innermost await: a plain function's frame address (a
+// coroutine's locals live in its heap frame, which says nothing about the stack).
+[[gnu::noinline]] std::uintptr_t stack_address() {
+    auto address = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+    asm volatile("" : : "r"(address) : "memory");
+    return address;
 }
+
+conflux::task<std::uintptr_t> stack_probe() { co_return stack_address(); }
 
 struct counts_destruction {
     int* count;
@@ -94,7 +98,7 @@ TEST_CASE("a million synchronously completing awaits keep the stack flat") {
         long sum = 0;
         for (int i = 0; i < 1'000'000; ++i) sum += co_await value(1);
         std::uintptr_t last = co_await stack_probe();
-        co_return sum == 1'000'000 && first == last;
+        co_return (sum == 1'000'000 && first == last);
     };
     CHECK(conflux::run(loop()));
 }
@@ -149,8 +153,9 @@ TEST_CASE("an awaiter resumes on its own executor after the task hopped to a poo
     auto outer = [&]() -> conflux::task<bool> {
         auto loop_thread = thread_id();
         auto pool_thread = co_await hop();
-        co_return pool_thread != loop_thread && thread_id() == loop_thread &&
-            conflux::event_loop::current() != nullptr;
+        bool resumed_home = thread_id() == loop_thread;
+        co_return (pool_thread != loop_thread && resumed_home &&
+                   conflux::event_loop::current() != nullptr);
     };
     for (int i = 0; i < 200; ++i) REQUIRE(conflux::run(outer()));
 }

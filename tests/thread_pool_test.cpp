@@ -73,11 +73,10 @@ TEST_CASE("a coroutine hops onto the pool and back to its loop") {
         auto loop = conflux::current_executor();
         auto loop_thread = thread_id();
         co_await pool.schedule();
-        bool on_pool = pool.running_in_this_thread() &&
-                       thread_id() != loop_thread &&
+        bool on_pool = pool.running_in_this_thread() && thread_id() != loop_thread &&
                        conflux::current_executor().context() == &pool;
         co_await loop.schedule();
-        co_return on_pool && thread_id() == loop_thread;
+        co_return (on_pool && thread_id() == loop_thread);
     };
     for (int i = 0; i < 100; ++i) REQUIRE(conflux::run(body()));
 }

@@ -65,7 +65,7 @@ TEST_CASE("when_all over a vector, including an empty one and tasks on a pool") 
     conflux::thread_pool pool(2);
     auto square_on_pool = [&](int x) -> conflux::task<int> {
         co_await pool.schedule();
-        co_return x * x;
+        co_return (x * x);
     };
     auto body = [&]() -> conflux::task<> {
         std::vector<conflux::task<int>> tasks;

@@ -46,9 +46,7 @@ TEST_CASE("when_any rethrows the winner's exception") {
         co_await conflux::sleep_for(1ms);
         throw std::runtime_error("winner failed");
     };
-    auto body = [&]() -> conflux::task<> {
-        co_await conflux::when_any(failing(), after(2, 1h));
-    };
+    auto body = [&]() -> conflux::task<> { co_await conflux::when_any(failing(), after(2, 1h)); };
     CHECK_THROWS_WITH_AS(conflux::run(body()), "winner failed", std::runtime_error);
 }
 

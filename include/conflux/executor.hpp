@@ -30,8 +30,18 @@ namespace detail {
 /// resume a coroutine on them without allocating.
 template <class E>
 concept intrusive_executor = executor<E> && requires(E& e, work_item* item) {
-    { e.enqueue(item) } noexcept;
+    requires noexcept(e.enqueue(item));
 };
+
+} // namespace detail
+
+class any_executor;
+
+namespace detail {
+
+/// What any_executor wraps: every executor but any_executor itself (which copies instead).
+template <class E>
+concept wrappable_executor = executor<E> && !std::same_as<std::remove_cvref_t<E>, any_executor>;
 
 } // namespace detail
 
@@ -43,8 +53,7 @@ public:
     /// violation.
     any_executor() noexcept = default;
 
-    template <executor E>
-        requires(!std::same_as<std::remove_cvref_t<E>, any_executor>)
+    template <detail::wrappable_executor E>
     any_executor(E& e) noexcept : m_context(&e), m_vtable(&vtable_for<E>) {}
 
     explicit operator bool() const noexcept { return m_vtable != nullptr; }

@@ -100,8 +100,7 @@ class task_promise : public task_promise_base {
 public:
     task<T> get_return_object() noexcept;
 
-    template <class U>
-        requires std::convertible_to<U&&, T>
+    template <std::convertible_to<T> U>
     void return_value(U&& value) {
         if constexpr (std::is_reference_v<T>) {
             m_result.set_value(static_cast<T>(std::forward<U>(value)));
@@ -143,9 +142,9 @@ private:
 /// `event_loop::detach`). Awaiting starts it on the awaiter's thread; a task that completes
 /// without suspending hands its value straight back (the stack stays flat however many such
 /// awaits run in a row), and one that suspended resumes its awaiter by symmetric transfer
-/// when it completes. Its value is returned and its exception rethrown in the awaiter. The awaiter resumes on the executor it was
-/// running on when it awaited, even if the task moved to another executor meanwhile.
-/// A task inherits its awaiter's stop token: see `get_stop_token()`.
+/// when it completes. Its value is returned and its exception rethrown in the awaiter. The awaiter
+/// resumes on the executor it was running on when it awaited, even if the task moved to another
+/// executor meanwhile. A task inherits its awaiter's stop token: see `get_stop_token()`.
 ///
 /// Destroying a task that has not run, or that is suspended, destroys its frame (and, through
 /// it, the frames of the tasks it is awaiting). A task can be awaited once.

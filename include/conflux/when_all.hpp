@@ -40,10 +40,7 @@ task<std::tuple<detail::non_void_t<T>...>> when_all(task<T>... tasks) {
     std::tuple<detail::result<T>...> results;
     detail::join_counter counter(sizeof...(T));
     detail::first_failure failure;
-    auto drivers = [&]<std::size_t... I>(std::index_sequence<I...>) {
-        return std::array<detail::driver, sizeof...(T)>{
-            detail::drive_into(std::move(tasks), std::get<I>(results), &failure)...};
-    }(std::index_sequence_for<T...>{});
+    auto drivers = detail::drive_each_into(results, &failure, tasks...);
     for (auto& d : drivers) d.configure(&detail::when_all_arrive, &counter, token);
     co_await counter.start_and_wait(drivers);
     if (failure.get()) std::rethrow_exception(failure.get());

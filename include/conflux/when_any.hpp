@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -50,6 +51,19 @@ struct race_entrant {
     }
 };
 
+/// The winner's value (or exception) out of the tuple of results.
+template <class Variant, class Tuple, std::size_t... I>
+Variant take_winner(Tuple& results, std::size_t winner, std::index_sequence<I...>) {
+    std::optional<Variant> value;
+    auto take = [&](auto index) {
+        constexpr std::size_t i = decltype(index)::value;
+        if (i == winner)
+            value.emplace(std::in_place_index<i>, std::get<i>(results).take_non_void());
+    };
+    (take(std::integral_constant<std::size_t, I>{}), ...);
+    return std::move(*value);
+}
+
 /// Propagates a stop request from the awaiter's token to the race.
 struct forward_stop {
     std::stop_source* target;
@@ -81,10 +95,7 @@ task<std::variant<detail::non_void_t<T>...>> when_any(task<T>... tasks) {
 
     std::tuple<detail::result<T>...> results;
     std::array<detail::race_entrant, sizeof...(T)> entrants;
-    auto drivers = [&]<std::size_t... I>(std::index_sequence<I...>) {
-        return std::array<detail::driver, sizeof...(T)>{
-            detail::drive_into(std::move(tasks), std::get<I>(results))...};
-    }(std::index_sequence_for<T...>{});
+    auto drivers = detail::drive_each_into(results, nullptr, tasks...);
     for (std::size_t i = 0; i < drivers.size(); ++i) {
         entrants[i] = {&race, i};
         drivers[i].configure(&detail::race_entrant::finish, &entrants[i], race.stop.get_token());
@@ -92,16 +103,8 @@ task<std::variant<detail::non_void_t<T>...>> when_any(task<T>... tasks) {
     co_await race.counter.start_and_wait(drivers);
     link.reset();
 
-    using variant_t = std::variant<detail::non_void_t<T>...>;
-    const std::size_t winner = race.winner.load(std::memory_order_acquire);
-    std::optional<variant_t> value;
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-        ((I == winner ? (void)value.emplace(std::in_place_index<I>,
-                                            std::get<I>(results).take_non_void())
-                      : (void)0),
-         ...);
-    }(std::index_sequence_for<T...>{});
-    co_return std::move(*value);
+    co_return detail::take_winner<std::variant<detail::non_void_t<T>...>>(
+        results, race.winner.load(std::memory_order_acquire), std::index_sequence_for<T...>{});
 }
 
 /// Range form: the winner's index and value.

@@ -97,8 +97,7 @@ TEST_CASE("stop requests from other threads race timer expiries") {
             auto source = std::make_shared<std::stop_source>();
             pool.post([source] { source->request_stop(); });
             try {
-                co_await conflux::sleep_for(std::chrono::microseconds(i % 20),
-                                            source->get_token());
+                co_await conflux::sleep_for(std::chrono::microseconds(i % 20), source->get_token());
             } catch (const conflux::operation_cancelled&) {
             }
             ++resumed;

@@ -2,10 +2,13 @@
 
 #include <conflux/detail/result.hpp>
 
+#include <array>
 #include <atomic>
 #include <coroutine>
+#include <cstddef>
 #include <exception>
 #include <stop_token>
+#include <tuple>
 #include <utility>
 
 namespace conflux::detail {
@@ -105,6 +108,19 @@ driver drive_into(Task t, Result& out, first_failure* failure = nullptr) {
         if (failure) failure->offer(std::current_exception());
         out.set_exception(std::current_exception());
     }
+}
+
+template <class Tuple, std::size_t... I, class... Task>
+std::array<driver, sizeof...(Task)> drive_each_into(Tuple& results, first_failure* failure,
+                                                    std::index_sequence<I...>, Task&... tasks) {
+    return {drive_into(std::move(tasks), std::get<I>(results), failure)...};
+}
+
+/// One driver per task, the i-th writing into the i-th slot of the tuple `results`.
+template <class Tuple, class... Task>
+std::array<driver, sizeof...(Task)> drive_each_into(Tuple& results, first_failure* failure,
+                                                    Task&... tasks) {
+    return drive_each_into(results, failure, std::index_sequence_for<Task...>{}, tasks...);
 }
 
 } // namespace conflux::detail

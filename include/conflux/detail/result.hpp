@@ -16,10 +16,10 @@ using non_void_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 /// exception.
 template <class T>
 class result {
-    using stored_t = std::conditional_t<
-        std::is_void_v<T>, std::monostate,
-        std::conditional_t<std::is_reference_v<T>, std::add_pointer_t<std::remove_reference_t<T>>,
-                           T>>;
+    using stored_t =
+        std::conditional_t<std::is_void_v<T>, std::monostate,
+                           std::conditional_t<std::is_reference_v<T>,
+                                              std::add_pointer_t<std::remove_reference_t<T>>, T>>;
 
 public:
     template <class... Args>
