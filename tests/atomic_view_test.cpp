@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <fstream>
 #include <limits>
-#include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -187,8 +186,10 @@ TEST_CASE("notify wakes exactly count waiters, oldest first") {
     conflux::shared_buffer memory(64);
     const auto cell = memory.view<std::int32_t>(0, 1);
     constexpr int n = 5;
-    std::mutex mutex;
-    std::vector<int> order;
+    // Each waiter records the notify (phase) that woke it; threads woken by one notify may
+    // run in any order, so the phases, not the order of running, show who was woken.
+    std::atomic<int> phase{0};
+    std::vector<std::atomic<int>> woken_in(n);
     std::atomic<int> woke{0};
     std::vector<std::thread> threads;
     for (int k = 0; k < n; ++k) {
@@ -196,8 +197,7 @@ TEST_CASE("notify wakes exactly count waiters, oldest first") {
         threads.emplace_back([&, k] {
             tid.store(this_tid());
             const wait_result r = cell.wait(0, 0, 20s);
-            std::lock_guard lock(mutex);
-            order.push_back(r == wait_result::ok ? k : -1 - k);
+            woken_in[static_cast<std::size_t>(k)].store(r == wait_result::ok ? phase.load() : -1);
             woke.fetch_add(1);
         });
         while (tid.load() == 0) std::this_thread::yield();
@@ -212,15 +212,20 @@ TEST_CASE("notify wakes exactly count waiters, oldest first") {
         return woke.load();
     };
     CHECK(cell.notify(0, 0) == 0);
+    phase.store(1);
     CHECK(cell.notify(0, 1) == 1);
     CHECK(woken_settle(1) == 1);
+    phase.store(2);
     CHECK(cell.notify(0, 2) == 2);
     CHECK(woken_settle(3) == 3);
+    phase.store(3);
     CHECK(cell.notify(0) == 2);
     CHECK(woken_settle(5) == 5);
     CHECK(cell.notify(0) == 0);
     for (auto& t : threads) t.join();
-    CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
+    std::vector<int> phases;
+    for (auto& w : woken_in) phases.push_back(w.load());
+    CHECK(phases == std::vector<int>{1, 2, 2, 3, 3});
 }
 
 TEST_CASE("notify reaches only waiters of its own element") {
@@ -279,30 +284,24 @@ TEST_CASE("64-bit wait sees a change confined to the high half") {
     conflux_test::watchdog dog(30s);
     conflux::shared_buffer memory(64);
     const auto wide = memory.view<std::uint64_t>();
+    wide.store(1, 7);
+    CHECK(wide.wait(1, std::uint64_t{7} << 32, 0ms) == wait_result::not_equal);
     std::atomic<pid_t> tid{0};
     std::atomic<int> result{-1};
     std::thread waiter([&] {
         tid.store(this_tid());
         result.store(static_cast<int>(wide.wait(1, 7, 20s)));
     });
-    CHECK(wide.wait(1, std::uint64_t{7} << 32, 0ms) == wait_result::not_equal);
-    wide.store(1, 7);
     while (tid.load() == 0) std::this_thread::yield();
-    // The waiter may or may not have seen 7 yet: not_equal (it read 0) is legitimate too.
-    const auto give_up = clock_type::now() + 10s;
-    while (result.load() == -1 && !asleep_in_futex(tid.load()) && clock_type::now() < give_up) {
-        std::this_thread::sleep_for(1ms);
-    }
-    if (result.load() == -1) {
-        wide.store(1, (std::uint64_t{1} << 32) | 7); // low half unchanged
-        CHECK(wide.notify(1) == 1);
-        waiter.join();
-        CHECK(result.load() == static_cast<int>(wait_result::ok));
-    } else {
-        waiter.join();
-    }
-    // And with the value in place before the wait starts: not_equal, whichever half differs.
+    await_asleep(tid.load());
+    CHECK(result.load() == -1);
+    wide.store(1, (std::uint64_t{1} << 32) | 7); // the low half is unchanged
+    CHECK(wide.notify(1) == 1);
+    waiter.join();
+    CHECK(result.load() == static_cast<int>(wait_result::ok));
+    // With the value in place before the wait starts: not_equal, whichever half differs.
     CHECK(wide.wait(1, 7, 1s) == wait_result::not_equal);
+    CHECK(wide.wait(1, std::uint64_t{2} << 32 | 7, 1s) == wait_result::not_equal);
 }
 
 TEST_CASE_TEMPLATE("ping-pong between threads", T, std::int32_t, std::uint64_t, std::int16_t) {
