@@ -6,9 +6,13 @@
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/executor.hpp>
+#include <conflux/exit_status.hpp>
+#include <conflux/process.hpp>
+#include <conflux/process_options.hpp>
 #include <conflux/run.hpp>
 #include <conflux/shared_buffer.hpp>
 #include <conflux/sleep.hpp>
+#include <conflux/stream.hpp>
 #include <conflux/task.hpp>
 #include <conflux/thread_pool.hpp>
 #include <conflux/version.hpp>

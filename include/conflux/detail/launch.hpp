@@ -1,0 +1,349 @@
+#pragma once
+
+// From the public options to a running child: validation, PATH lookup, the environment, the
+// descriptor plan and its pipes. All of it runs in the parent before clone(); the child only
+// executes the prepared plan (detail/spawn.hpp).
+
+#include <conflux/process_options.hpp>
+#include <conflux/detail/spawn.hpp>
+#include <conflux/detail/system_error.hpp>
+#include <conflux/detail/unique_fd.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern char** environ; // NOLINT: POSIX declares it nowhere in a header
+
+namespace conflux::detail {
+
+/// The common fields of `spawn_options` and `exec_options`, read by reference.
+struct launch_request {
+    std::string_view program;
+    std::span<const std::string> args;
+    const std::filesystem::path* cwd = nullptr;
+    const std::optional<env_vars>* env = nullptr;
+    const env_vars* env_set = nullptr;
+    const std::vector<std::string>* env_unset = nullptr;
+    const std::optional<std::string>* argv0 = nullptr;
+    const std::vector<stdio_spec>* stdio = nullptr;
+    bool detached = false;
+    bool new_group = false;
+    std::optional<uid_t> uid;
+    std::optional<gid_t> gid;
+    const std::vector<resource_limit>* rlimits = nullptr;
+};
+
+template <class Options>
+launch_request make_launch_request(std::string_view program, std::span<const std::string> args,
+                                   const Options& o) {
+    launch_request r;
+    r.program = program;
+    r.args = args;
+    r.cwd = &o.cwd;
+    r.env = &o.env;
+    r.env_set = &o.env_set;
+    r.env_unset = &o.env_unset;
+    r.argv0 = &o.argv0;
+    r.stdio = &o.stdio;
+    r.detached = o.detached;
+    r.new_group = o.kill_tree && !o.detached;
+    r.uid = o.uid;
+    r.gid = o.gid;
+    r.rlimits = &o.rlimits;
+    return r;
+}
+
+/// The parent's end of a pipe to the child's descriptor `child_fd`.
+struct parent_pipe {
+    int child_fd = -1;
+    bool parent_writes = false;
+    unique_fd fd;
+};
+
+struct launched {
+    pid_t pid = -1;
+    unique_fd pidfd;
+    std::vector<parent_pipe> pipes;
+};
+
+inline void reject_nul(std::string_view s, const char* what) {
+    if (s.find('\0') != std::string_view::npos) {
+        throw std::invalid_argument(std::string("conflux::spawn: NUL byte in ") + what);
+    }
+}
+
+/// `spawn "prog"` or `spawn "prog" (chdir "/dir")`: what a spawn error names.
+[[noreturn]] inline void throw_spawn_error(int err, std::string_view program, spawn_step step,
+                                           const std::filesystem::path& cwd) {
+    std::string what = "spawn \"";
+    what += program;
+    what += '"';
+    if (step == spawn_step::chdir) {
+        what += " (chdir \"" + cwd.string() + "\")";
+    } else if (step != spawn_step::exec && step != spawn_step::none) {
+        what += " (";
+        what += spawn_step_name(step);
+        what += ')';
+    }
+    throw std::system_error(err, std::system_category(), what);
+}
+
+/// Looks `program` up in `path_value` the way execvp does, except that empty and relative
+/// entries (".", "", "bin") are skipped: a lookup never finds a file in the current
+/// directory by accident. A program containing '/' is used as it is. Returns the path, or
+/// an errno (ENOENT, EACCES) in `err`.
+inline std::string find_program(std::string_view program, std::string_view path_value, int& err) {
+    err = 0;
+    if (program.empty()) {
+        err = ENOENT;
+        return {};
+    }
+    if (program.find('/') != std::string_view::npos) return std::string(program);
+    int found_err = ENOENT;
+    std::size_t start = 0;
+    while (start <= path_value.size()) {
+        std::size_t end = path_value.find(':', start);
+        if (end == std::string_view::npos) end = path_value.size();
+        const std::string_view dir = path_value.substr(start, end - start);
+        start = end + 1;
+        if (dir.empty() || dir.front() != '/') continue;
+        std::string candidate(dir);
+        if (candidate.back() != '/') candidate += '/';
+        candidate += program;
+        struct stat st {};
+        if (::stat(candidate.c_str(), &st) != 0) continue;
+        if (!S_ISREG(st.st_mode)) {
+            found_err = EACCES;
+            continue;
+        }
+        if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+        found_err = EACCES;
+    }
+    err = found_err;
+    return {};
+}
+
+/// The child's environment as "NAME=value" strings.
+inline std::vector<std::string> build_environment(const launch_request& r) {
+    std::vector<std::pair<std::string, std::string>> vars;
+    std::unordered_map<std::string, std::size_t> index;
+    auto put = [&](std::string name, std::string value) {
+        auto [it, fresh] = index.try_emplace(name, vars.size());
+        if (fresh) {
+            vars.emplace_back(std::move(name), std::move(value));
+        } else {
+            vars[it->second].second = std::move(value); // the last duplicate wins
+        }
+    };
+    auto check = [](const std::string& name, const std::string& value) {
+        if (name.empty() || name.find('=') != std::string::npos) {
+            throw std::invalid_argument("conflux::spawn: environment variable name \"" + name +
+                                        "\" is empty or contains '='");
+        }
+        reject_nul(name, "an environment variable name");
+        reject_nul(value, "an environment variable value");
+    };
+    if (r.env->has_value()) {
+        for (const auto& [name, value] : **r.env) {
+            check(name, value);
+            put(name, value);
+        }
+    } else {
+        for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+            const char* eq = std::strchr(*e, '=');
+            if (eq == nullptr || eq == *e) continue; // malformed entries are not passed on
+            put(std::string(*e, static_cast<std::size_t>(eq - *e)), std::string(eq + 1));
+        }
+    }
+    for (const auto& [name, value] : *r.env_set) {
+        check(name, value);
+        put(name, value);
+    }
+    for (const auto& name : *r.env_unset) {
+        reject_nul(name, "an environment variable name");
+        if (auto it = index.find(name); it != index.end()) vars[it->second].first.clear();
+    }
+    std::vector<std::string> out;
+    out.reserve(vars.size());
+    for (auto& [name, value] : vars) {
+        if (name.empty()) continue;
+        out.push_back(name + "=" + value);
+    }
+    return out;
+}
+
+inline const std::string* find_var(const std::vector<std::string>& env, std::string_view name) {
+    for (const auto& entry : env) {
+        if (entry.size() > name.size() && entry[name.size()] == '=' &&
+            std::string_view(entry).substr(0, name.size()) == name) {
+            return &entry;
+        }
+    }
+    return nullptr;
+}
+
+/// Validates, prepares and starts the child. Throws `std::invalid_argument` for bad input
+/// (before anything is started) and `std::system_error` naming the program for every OS
+/// failure, including the child's failure to exec; nothing leaks on any path.
+inline launched launch(const launch_request& r) {
+    // 1. Validation: everything is checked before a descriptor is opened.
+    reject_nul(r.program, "the program");
+    if (r.program.empty()) throw std::invalid_argument("conflux::spawn: empty program");
+    for (const auto& a : r.args) reject_nul(a, "an argument");
+    if (r.argv0->has_value()) reject_nul(**r.argv0, "argv0");
+    const std::string cwd = r.cwd->string();
+    reject_nul(cwd, "cwd");
+    const std::vector<stdio_spec>& specs = *r.stdio;
+    const std::size_t n_fds = std::max<std::size_t>(3, specs.size());
+    if (n_fds > 64) throw std::invalid_argument("conflux::spawn: more than 64 stdio entries");
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+        const auto& s = specs[i];
+        if (s.how == stdio_spec::kind::same_as &&
+            (s.fd < 0 || static_cast<std::size_t>(s.fd) >= n_fds ||
+             static_cast<std::size_t>(s.fd) == i ||
+             (static_cast<std::size_t>(s.fd) < specs.size() &&
+              specs[static_cast<std::size_t>(s.fd)].how == stdio_spec::kind::same_as))) {
+            throw std::invalid_argument("conflux::spawn: stdio_spec::same_as(" +
+                                        std::to_string(s.fd) + ") at fd " + std::to_string(i) +
+                                        " names no other descriptor");
+        }
+        if (s.how == stdio_spec::kind::fd && s.fd < 0) {
+            throw std::invalid_argument("conflux::spawn: stdio_spec::from_fd with a negative fd");
+        }
+        if (s.how == stdio_spec::kind::file) reject_nul(s.path.string(), "a stdio file path");
+    }
+    const std::vector<std::string> env = build_environment(r);
+
+    // 2. PATH lookup in the child's environment.
+    std::string_view path_value = "/usr/local/bin:/usr/bin:/bin";
+    if (const std::string* p = find_var(env, "PATH")) {
+        path_value = std::string_view(*p).substr(5);
+    }
+    int lookup_err = 0;
+    const std::string path = find_program(r.program, path_value, lookup_err);
+    if (lookup_err != 0) throw_spawn_error(lookup_err, r.program, spawn_step::exec, *r.cwd);
+
+    // 3. Descriptors: every one the library opens is O_CLOEXEC; the child gets copies
+    //    without the flag only at the numbers it asked for.
+    launched out;
+    std::vector<unique_fd> child_ends; // closed in the parent once the child has them
+    std::vector<fd_assignment> plan_fds(n_fds);
+    unique_fd dev_null;
+    for (std::size_t i = 0; i < n_fds; ++i) {
+        plan_fds[i].target = static_cast<int>(i);
+        const stdio_spec s = i < specs.size() ? specs[i] : stdio_spec::pipe();
+        switch (s.how) {
+        case stdio_spec::kind::pipe:
+        case stdio_spec::kind::pipe_to_child: {
+            int p[2];
+            if (::pipe2(p, O_CLOEXEC) != 0) throw_spawn_error(errno, r.program, {}, *r.cwd);
+            unique_fd read_end(p[0]), write_end(p[1]);
+            const bool parent_writes = i == 0 || s.how == stdio_spec::kind::pipe_to_child;
+            plan_fds[i].source = parent_writes ? read_end.get() : write_end.get();
+            out.pipes.push_back(
+                parent_pipe{static_cast<int>(i), parent_writes,
+                            parent_writes ? std::move(write_end) : std::move(read_end)});
+            child_ends.push_back(parent_writes ? std::move(read_end) : std::move(write_end));
+            break;
+        }
+        case stdio_spec::kind::inherit:
+            plan_fds[i].source = static_cast<int>(i);
+            break;
+        case stdio_spec::kind::ignore:
+            if (!dev_null) {
+                dev_null.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
+                if (!dev_null) throw_spawn_error(errno, r.program, {}, *r.cwd);
+            }
+            plan_fds[i].source = dev_null.get();
+            break;
+        case stdio_spec::kind::fd:
+            plan_fds[i].source = s.fd;
+            break;
+        case stdio_spec::kind::file: {
+            int flags = s.flags;
+            if (flags == -1) flags = i == 0 ? O_RDONLY : (O_WRONLY | O_CREAT | O_TRUNC);
+            unique_fd f(::open(s.path.c_str(), flags | O_CLOEXEC, s.mode));
+            if (!f) {
+                const int err = errno;
+                throw std::system_error(err, std::system_category(),
+                                        "spawn \"" + std::string(r.program) + "\" (open \"" +
+                                            s.path.string() + "\" for fd " + std::to_string(i) +
+                                            ")");
+            }
+            plan_fds[i].source = f.get();
+            child_ends.push_back(std::move(f));
+            break;
+        }
+        case stdio_spec::kind::same_as:
+            break; // resolved below, once every source is known
+        case stdio_spec::kind::closed:
+            plan_fds[i].source = -1;
+            break;
+        }
+    }
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+        if (specs[i].how == stdio_spec::kind::same_as) {
+            plan_fds[i].source = plan_fds[static_cast<std::size_t>(specs[i].fd)].source;
+        }
+    }
+
+    // 4. The null-terminated arrays the child's execve needs.
+    std::vector<char*> argv;
+    argv.reserve(r.args.size() + 2);
+    std::string argv0 = r.argv0->has_value() ? **r.argv0 : std::string(r.program);
+    argv.push_back(argv0.data());
+    for (const auto& a : r.args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::vector<char*> envp;
+    envp.reserve(env.size() + 1);
+    for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+    std::vector<rlimit_assignment> limits;
+    for (const auto& l : *r.rlimits) {
+        rlimit_assignment a;
+        a.resource = l.resource;
+        a.limit.rlim_cur = l.soft;
+        a.limit.rlim_max = l.hard.value_or(l.soft);
+        limits.push_back(a);
+    }
+
+    spawn_plan plan;
+    plan.path = path.c_str();
+    plan.argv = argv.data();
+    plan.envp = envp.data();
+    plan.cwd = cwd.empty() ? nullptr : cwd.c_str();
+    plan.fds = plan_fds.data();
+    plan.fd_count = plan_fds.size();
+    plan.rlimits = limits.data();
+    plan.rlimit_count = limits.size();
+    plan.new_session = r.detached;
+    plan.new_group = r.new_group;
+    plan.set_uid = r.uid.has_value();
+    plan.set_gid = r.gid.has_value();
+    plan.uid = r.uid.value_or(0);
+    plan.gid = r.gid.value_or(0);
+
+    spawn_failure failure;
+    spawned child = clone_spawn(plan, failure);
+    if (child.pid < 0) throw_spawn_error(failure.error, r.program, failure.step, *r.cwd);
+    out.pid = child.pid;
+    out.pidfd = std::move(child.pidfd);
+    return out; // child_ends and dev_null close here: only the child holds them now
+}
+
+} // namespace conflux::detail

@@ -1,0 +1,343 @@
+#pragma once
+
+#include <conflux/error.hpp>
+#include <conflux/event_loop.hpp>
+#include <conflux/exit_status.hpp>
+#include <conflux/process_options.hpp>
+#include <conflux/stream.hpp>
+#include <conflux/task.hpp>
+#include <conflux/when_all.hpp>
+#include <conflux/detail/child_state.hpp>
+#include <conflux/detail/launch.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <signal.h>
+#include <sys/types.h>
+
+#ifndef __linux__
+#error "conflux/process.hpp: child processes are implemented for Linux (pidfd) only"
+#endif
+
+namespace conflux {
+
+/// A running (or finished) child process started by `spawn`, with its pipes as async streams.
+///
+/// Belongs to the event loop of the thread that spawned it: use `in()`, `out()`, `err()`,
+/// `kill()` there. `wait()` may be awaited from any loop and any number of times.
+///
+/// The exit is watched through a pidfd on the loop, and the child is reaped as soon as it
+/// exits, whether or not anyone waits: there is no SIGCHLD handler and no `waitpid(-1)`.
+///
+/// Dropping it: if the child has exited, nothing is left behind. If it still runs, the
+/// default (`spawn_options::kill_on_drop = true`) sends SIGKILL (to its whole group with
+/// `kill_tree`) and the loop reaps it in the background; with `kill_on_drop = false`, or
+/// after `detach()`, it keeps running and the loop reaps it when it exits. A child still
+/// running when its loop is destroyed is reaped there if it was killed (SIGKILL cannot be
+/// ignored); a detached one that outlives its loop is no longer watched.
+class child_process {
+public:
+    child_process() noexcept = default;
+    child_process(child_process&& other) noexcept
+        : m_state(std::move(other.m_state)), m_kill_on_drop(other.m_kill_on_drop) {}
+    child_process& operator=(child_process&& other) noexcept {
+        if (this != &other) {
+            release();
+            m_state = std::move(other.m_state);
+            m_kill_on_drop = other.m_kill_on_drop;
+        }
+        return *this;
+    }
+    child_process(const child_process&) = delete;
+    child_process& operator=(const child_process&) = delete;
+    ~child_process() { release(); }
+
+    /// False for a default-constructed, moved-from or detached handle.
+    explicit operator bool() const noexcept { return static_cast<bool>(m_state); }
+
+    /// The child's process id (still given after it has exited).
+    pid_t pid() const { return state().pid(); }
+
+    /// The child's stdin; `std::logic_error` unless fd 0 is a pipe.
+    writable_stream& in() { return writable(0); }
+    /// The child's stdout; `std::logic_error` unless fd 1 is a pipe.
+    readable_stream& out() { return readable(1); }
+    /// The child's stderr; `std::logic_error` unless fd 2 is a pipe.
+    readable_stream& err() { return readable(2); }
+
+    /// The pipe the child writes at descriptor `fd`.
+    readable_stream& readable(int fd) {
+        if (auto* s = state().reader(fd)) return *s;
+        throw std::logic_error("conflux::child_process: fd " + std::to_string(fd) +
+                               " of the child is not a pipe it writes");
+    }
+    /// The pipe the child reads at descriptor `fd`.
+    writable_stream& writable(int fd) {
+        if (auto* s = state().writer(fd)) return *s;
+        throw std::logic_error("conflux::child_process: fd " + std::to_string(fd) +
+                               " of the child is not a pipe it reads");
+    }
+
+    /// Waits for the child to exit and returns how it ended; awaited again (or from several
+    /// coroutines at once) gives the same status. A stopped (SIGSTOP) child is still running.
+    ///
+    /// Resumes on the executor it was awaited from (hopping to the child's loop and back when
+    /// awaited on another one). Cancelled by `token` (default: the inherited stop token) with
+    /// `operation_cancelled`; the child itself keeps running.
+    [[nodiscard]] task<exit_status> wait(std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        std::shared_ptr<detail::child_state> s = m_state;
+        if (!s) throw std::logic_error("conflux::child_process::wait on an empty handle");
+        if (!s->loop().running_in_this_thread()) co_await s->loop().schedule();
+        co_return co_await detail::child_state::wait_awaiter(std::move(s), std::move(token));
+    }
+
+    /// The status if the child has exited and been reaped, else empty. Non-blocking.
+    std::optional<exit_status> status() const { return state().status(); }
+
+    /// Sends `signal` (0 probes) to the child through its pidfd, so never to a recycled pid;
+    /// with `kill_tree`, to its whole process group. Returns false when the child has already
+    /// exited. Throws `std::system_error` (EINVAL) for an invalid signal.
+    bool kill(int signal = SIGTERM) {
+        if (signal < 0 || signal >= NSIG) {
+            throw std::system_error(EINVAL, std::system_category(),
+                                    "kill \"" + state().program() + "\"");
+        }
+        return state().send(signal);
+    }
+
+    /// Lets the child run on, unwatched by this handle; the loop reaps it when it exits.
+    /// The handle becomes empty.
+    void detach() {
+        m_kill_on_drop = false;
+        release();
+    }
+
+    /// True if the child was killed because of `.timeout`.
+    bool timed_out() const { return state().kill_reason() == detail::child_state::reason::timeout; }
+
+    /// Low-level: wraps a started child (used by `spawn` and `exec_file`).
+    child_process(std::shared_ptr<detail::child_state> s, bool kill_on_drop) noexcept
+        : m_state(std::move(s)), m_kill_on_drop(kill_on_drop) {}
+
+private:
+    detail::child_state& state() const {
+        if (!m_state) throw std::logic_error("conflux::child_process: empty handle");
+        return *m_state;
+    }
+
+    static task<void> reap_in_background(std::shared_ptr<detail::child_state> s) {
+        co_await detail::child_state::wait_awaiter(std::move(s), std::stop_token());
+    }
+
+    void release() noexcept {
+        if (!m_state) return;
+        std::shared_ptr<detail::child_state> s = std::move(m_state);
+        if (s->status()) return;
+        if (m_kill_on_drop) s->kill_now();
+        event_loop& loop = s->loop();
+        loop.detach(reap_in_background(std::move(s)));
+    }
+
+    std::shared_ptr<detail::child_state> m_state;
+    bool m_kill_on_drop = true;
+};
+
+/// Starts `program` with `args` (never through a shell: every argument arrives verbatim)
+/// and returns at once. `program` without a '/' is looked up in the child's PATH (never in
+/// the current directory); with one, it is used as is (relative to `.cwd`).
+///
+/// Must be called on an event loop's thread (`std::logic_error` otherwise); the handle
+/// belongs to that loop. Throws `std::invalid_argument` (NUL bytes, bad environment names,
+/// bad stdio specs) before anything starts, and `std::system_error` naming the program (and
+/// cwd) when the child cannot be started: ENOENT, EACCES, ENOEXEC, a missing cwd, EMFILE...
+/// Nothing leaks on any error path.
+///
+/// ```
+/// auto child = conflux::spawn("grep", {"-n", "todo"});
+/// co_await child.in().write_all(text);
+/// child.in().close();
+/// while (auto line = co_await child.out().read_line()) use(*line);
+/// conflux::exit_status st = co_await child.wait();
+/// ```
+inline child_process spawn(std::string_view program, const arguments& args = {},
+                           const spawn_options& options = {}) {
+    event_loop& loop = detail::require_loop("conflux::spawn");
+    detail::launched l =
+        detail::launch(detail::make_launch_request(program, std::span(args.list()), options));
+    auto state = std::make_shared<detail::child_state>(loop, std::move(l), std::string(program));
+    child_process child(state, options.kill_on_drop);
+    state->configure(options.timeout, options.kill_signal, options.kill_grace, options.kill_tree,
+                     options.stop_token);
+    return child;
+}
+
+/// What `exec` and `exec_file` captured.
+struct exec_result {
+    std::string out;
+    std::string err;
+    exit_status status;
+};
+
+/// Thrown by `exec`/`exec_file` when the child did not exit with code 0 (unless `.check =
+/// false`), was killed by `.timeout`, or wrote more than `.max_buffer`. Carries what was
+/// captured up to then.
+class process_error : public error {
+public:
+    enum class cause { status, timeout, max_buffer };
+
+    process_error(const std::string& what, exec_result result, cause c)
+        : error(what), m_result(std::move(result)), m_cause(c) {}
+
+    const exec_result& result() const noexcept { return m_result; }
+    const exit_status& status() const noexcept { return m_result.status; }
+    cause reason() const noexcept { return m_cause; }
+    bool timed_out() const noexcept { return m_cause == cause::timeout; }
+    bool buffer_overflow() const noexcept { return m_cause == cause::max_buffer; }
+
+private:
+    exec_result m_result;
+    cause m_cause;
+};
+
+namespace detail {
+
+inline task<exec_result> run_exec(std::string label, std::string program,
+                                  std::vector<std::string> args, exec_options o) {
+    std::stop_token outer = o.stop_token;
+    if (!outer.stop_possible()) outer = co_await get_stop_token();
+    if (outer.stop_requested()) throw operation_cancelled();
+    event_loop& loop = require_loop("conflux::exec");
+
+    launched l = launch(make_launch_request(program, std::span(args), o));
+    auto state = std::make_shared<child_state>(loop, std::move(l), std::string(program));
+    // Kill-on-drop: if this coroutine is destroyed half-way, the child dies with it.
+    child_process child(state, true);
+    state->configure(o.timeout, o.kill_signal, o.kill_grace, o.kill_tree, outer);
+
+    exec_result res;
+    bool out_overflow = false;
+    bool err_overflow = false;
+    std::stop_source readers; // ends the pipe work once the child was killed by us
+    std::stop_source never;   // a token that is never stopped, so nothing is inherited
+
+    auto feed = [&]() -> task<void> {
+        writable_stream* in = state->writer(0);
+        if (in == nullptr) co_return;
+        try {
+            if (!o.input.empty()) co_await in->write_all(o.input, readers.get_token());
+        } catch (const std::system_error& e) {
+            // A child that exits without reading its input is not an error (EPIPE).
+            if (e.code() != std::errc::broken_pipe) throw;
+        } catch (const operation_cancelled&) {
+        }
+        in->close();
+    };
+    auto drain = [&](int fd, std::string& into, bool& overflow) -> task<void> {
+        readable_stream* r = state->reader(fd);
+        if (r == nullptr) co_return;
+        try {
+            co_await r->read_into(into, o.max_buffer, &overflow, readers.get_token());
+        } catch (const operation_cancelled&) {
+        }
+        if (overflow) state->terminate(child_state::reason::overflow);
+        r->close();
+    };
+    auto reap = [&]() -> task<void> {
+        res.status = co_await child.wait(never.get_token());
+        // Killed by us: do not wait for descendants that may still hold the pipes.
+        if (state->kill_reason() != child_state::reason::none) readers.request_stop();
+    };
+    co_await when_all(feed(), drain(1, res.out, out_overflow), drain(2, res.err, err_overflow),
+                      reap());
+
+    const auto why = state->kill_reason();
+    if (why == child_state::reason::cancelled) throw operation_cancelled();
+    process_error::cause c = process_error::cause::status;
+    std::string what = label + ": " + res.status.to_string();
+    if (why == child_state::reason::timeout) {
+        c = process_error::cause::timeout;
+        what += " (timed out after " + std::to_string(o.timeout.count()) + " ms)";
+    } else if (why == child_state::reason::overflow || out_overflow || err_overflow) {
+        c = process_error::cause::max_buffer;
+        what += std::string(" (") + (out_overflow ? "stdout" : "stderr") +
+                " exceeded max_buffer of " + std::to_string(o.max_buffer) + " bytes)";
+    } else if (res.status.success() || !o.check) {
+        co_return res;
+    }
+    if (!res.err.empty()) {
+        std::string_view first(res.err);
+        first = first.substr(0, std::min(first.find('\n'), std::size_t(200)));
+        what += ": ";
+        what += first;
+    }
+    throw process_error(what, std::move(res), c);
+}
+
+} // namespace detail
+
+/// Runs `program` with `args` (no shell), writes `.input` to its stdin, captures stdout and
+/// stderr (read concurrently, so neither can fill up and deadlock the child) and returns
+/// them with the exit status once the child has exited and both pipes are closed.
+///
+/// Throws `process_error` (carrying the `exec_result`) on a non-zero exit or a signal unless
+/// `.check = false`, and always on `.timeout` or `.max_buffer` overflow (the child is killed
+/// with `.kill_signal`, then SIGKILL; the captured prefix is kept). Spawn failures throw
+/// `std::system_error` naming the program, bad input `std::invalid_argument`.
+///
+/// Must be awaited on an event loop's thread; resumes there. Cancelled by `.stop_token` or,
+/// when that is empty, the inherited stop token: the child is killed and reaped, then
+/// `operation_cancelled` is thrown.
+///
+/// ```
+/// conflux::exec_options opts{.cwd = repo, .timeout = 5s};
+/// auto r = co_await conflux::exec_file("git", {"rev-parse", "HEAD"}, opts);
+/// ```
+///
+/// GCC 12 destroys an aggregate temporary written inside a `co_await` expression twice
+/// (`co_await exec_file(p, {}, {.cwd = d})` corrupts memory there; Clang is fine): with GCC 12,
+/// give the options a name first, as above. The overloads without options are safe.
+[[nodiscard]] inline task<exec_result> exec_file(std::string_view program, arguments args,
+                                                 exec_options options) {
+    std::string label = "exec_file \"" + std::string(program) + "\"";
+    return detail::run_exec(std::move(label), std::string(program), std::move(args.list()),
+                            std::move(options));
+}
+
+/// Runs `command` through the shell (`.shell -c command`, default /bin/sh) like `exec_file`.
+/// Only for commands the program wrote itself: anything user-supplied belongs in
+/// `exec_file`'s arguments, which no shell ever interprets.
+///
+/// `exec_file` with default options.
+[[nodiscard]] inline task<exec_result> exec_file(std::string_view program, arguments args = {}) {
+    return exec_file(program, std::move(args), exec_options());
+}
+
+/// ```
+/// auto r = co_await conflux::exec("ls | wc -l");
+/// ```
+///
+/// As for `exec_file`: with GCC 12, options are given as a named variable.
+[[nodiscard]] inline task<exec_result> exec(std::string_view command, exec_options options) {
+    std::string shell = options.shell;
+    std::string label = "exec \"" + std::string(command) + "\"";
+    std::vector<std::string> args{"-c", std::string(command)};
+    return detail::run_exec(std::move(label), std::move(shell), std::move(args),
+                            std::move(options));
+}
+
+/// `exec` with default options.
+[[nodiscard]] inline task<exec_result> exec(std::string_view command) {
+    return exec(command, exec_options());
+}
+
+} // namespace conflux

@@ -1,0 +1,312 @@
+#pragma once
+
+#include <conflux/error.hpp>
+#include <conflux/event_loop.hpp>
+#include <conflux/task.hpp>
+#include <conflux/detail/fd_io.hpp>
+#include <conflux/detail/io_watch.hpp>
+#include <conflux/detail/system_error.hpp>
+#include <conflux/detail/unique_fd.hpp>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace conflux {
+
+namespace detail {
+
+/// What the readable and writable streams share: an owned non-blocking fd watched on a loop.
+class stream_base {
+public:
+    stream_base() noexcept = default;
+    stream_base(int fd, event_loop& loop, std::string name) : m_fd(fd), m_name(std::move(name)) {
+        set_nonblocking(fd, m_name.c_str());
+        m_watch = std::make_unique<io_watch>(loop, fd);
+    }
+
+    bool is_open() const noexcept { return static_cast<bool>(m_fd); }
+    int native_handle() const noexcept { return m_fd.get(); }
+    const std::string& name() const noexcept { return m_name; }
+
+    void close() {
+        if (m_busy) {
+            throw std::logic_error("conflux: closing stream \"" + m_name +
+                                   "\" while an operation on it is pending");
+        }
+        m_watch.reset();
+        m_fd.reset();
+    }
+
+protected:
+    // Marks an operation in progress, so close() cannot pull the fd from under it.
+    class busy_guard {
+    public:
+        explicit busy_guard(stream_base& s) : m_s(s) {
+            if (!m_s.is_open()) {
+                throw std::logic_error("conflux: stream \"" + m_s.m_name + "\" is closed");
+            }
+            if (m_s.m_busy) {
+                throw std::logic_error("conflux: two operations at once on stream \"" + m_s.m_name +
+                                       "\"");
+            }
+            m_s.m_busy = true;
+        }
+        busy_guard(const busy_guard&) = delete;
+        busy_guard& operator=(const busy_guard&) = delete;
+        ~busy_guard() { m_s.m_busy = false; }
+
+    private:
+        stream_base& m_s;
+    };
+
+    unique_fd m_fd; // destroyed after the watch, which must leave epoll first
+    std::unique_ptr<io_watch> m_watch;
+    std::string m_name;
+    bool m_busy = false;
+};
+
+} // namespace detail
+
+/// The reading end of a pipe (or any non-blocking-capable fd: a socket, a FIFO), read
+/// asynchronously on the event loop it belongs to: a child's stdout/stderr from
+/// `child_process::out()`/`err()`.
+///
+/// Every operation must be awaited on the loop's thread and resumes there. Each takes a
+/// `std::stop_token` (default: the one the awaiting coroutine inherited); stopping it ends the
+/// wait with `operation_cancelled`, and no data is lost (bytes not yet returned stay in the
+/// pipe or in the stream's line buffer). One operation at a time; a second concurrent one
+/// throws `std::logic_error`. Read errors throw `std::system_error` naming the stream.
+class readable_stream : private detail::stream_base {
+public:
+    /// An empty stream (`is_open()` false).
+    readable_stream() noexcept = default;
+
+    /// Adopts `fd` (closes it on destruction), makes it non-blocking and watches it on `loop`.
+    /// `name` appears in error messages.
+    readable_stream(int fd, event_loop& loop, std::string name = "stream")
+        : stream_base(fd, loop, std::move(name)) {}
+
+    readable_stream(readable_stream&&) noexcept = default;
+    readable_stream& operator=(readable_stream&&) noexcept = default;
+
+    using stream_base::close;
+    using stream_base::is_open;
+    using stream_base::name;
+    using stream_base::native_handle;
+
+    /// Reads at least one byte into `buffer`, waiting until some are available; returns how
+    /// many, or 0 at end of stream (the writer closed its end).
+    [[nodiscard]] task<std::size_t> read_some(std::span<std::byte> buffer,
+                                              std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        busy_guard busy(*this);
+        if (m_pos < m_buffer.size()) {
+            co_return take_buffered(static_cast<char*>(static_cast<void*>(buffer.data())),
+                                    buffer.size());
+        }
+        co_return co_await read_raw(buffer.data(), buffer.size(), token);
+    }
+
+    /// Same, for a span of chars.
+    [[nodiscard]] task<std::size_t> read_some(std::span<char> buffer, std::stop_token token = {}) {
+        return read_some(std::as_writable_bytes(buffer), std::move(token));
+    }
+
+    /// Reads until end of stream and returns everything. With `limit` > 0, stops after
+    /// `limit` bytes instead and sets `*truncated` (when given) if more were available.
+    [[nodiscard]] task<std::string> read_all(std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        std::string out;
+        co_await read_into(out, 0, nullptr, token);
+        co_return out;
+    }
+
+    /// Appends to `out` until end of stream, or until `out` holds `limit` bytes (0 = no
+    /// limit) and one more is available, which sets `*overflow`. On cancellation what was
+    /// read so far stays in `out` and `operation_cancelled` is thrown.
+    [[nodiscard]] task<void> read_into(std::string& out, std::size_t limit, bool* overflow,
+                                       std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        busy_guard busy(*this);
+        if (overflow != nullptr) *overflow = false;
+        constexpr std::size_t chunk = 64 * 1024;
+        if (m_pos < m_buffer.size()) {
+            out.append(m_buffer, m_pos);
+            m_buffer.clear();
+            m_pos = 0;
+        }
+        for (;;) {
+            if (limit != 0 && out.size() > limit) {
+                out.resize(limit);
+                if (overflow != nullptr) *overflow = true;
+                co_return;
+            }
+            const std::size_t old = out.size();
+            // Read one byte past the limit: that is how an overflow is told from an exact fit.
+            std::size_t want = chunk;
+            if (limit != 0) want = std::min(chunk, limit + 1 - old);
+            out.resize(old + want);
+            std::size_t got = 0;
+            try {
+                got = co_await read_raw(out.data() + old, want, token);
+            } catch (...) {
+                out.resize(old);
+                throw;
+            }
+            out.resize(old + got);
+            if (got == 0) co_return;
+        }
+    }
+
+    /// Reads one line and returns it without its "\n" (nor a "\r" before it), or an empty
+    /// optional at end of stream. A last line without a newline is returned as it is.
+    [[nodiscard]] task<std::optional<std::string>> read_line(std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        busy_guard busy(*this);
+        std::size_t scan_from = m_pos;
+        for (;;) {
+            const auto nl = m_buffer.find('\n', scan_from);
+            if (nl != std::string::npos) {
+                std::size_t end = nl;
+                if (end > m_pos && m_buffer[end - 1] == '\r') --end;
+                std::string line = m_buffer.substr(m_pos, end - m_pos);
+                m_pos = nl + 1;
+                compact();
+                co_return line;
+            }
+            compact();
+            scan_from = m_buffer.size();
+            constexpr std::size_t chunk = 16 * 1024;
+            const std::size_t old = m_buffer.size();
+            m_buffer.resize(old + chunk);
+            std::size_t got = 0;
+            try {
+                got = co_await read_raw(m_buffer.data() + old, chunk, token);
+            } catch (...) {
+                m_buffer.resize(old);
+                throw;
+            }
+            m_buffer.resize(old + got);
+            if (got == 0) {
+                if (m_pos == m_buffer.size()) co_return std::nullopt;
+                std::string rest = m_buffer.substr(m_pos);
+                m_buffer.clear();
+                m_pos = 0;
+                co_return rest;
+            }
+        }
+    }
+
+private:
+    task<std::size_t> read_raw(void* data, std::size_t size, const std::stop_token& token) {
+        for (;;) {
+            const ssize_t n = ::read(m_fd.get(), data, size);
+            if (n >= 0) co_return static_cast<std::size_t>(n);
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) detail::throw_errno("read", m_name);
+            co_await m_watch->readable(token);
+        }
+    }
+
+    std::size_t take_buffered(char* data, std::size_t size) {
+        const std::size_t n = std::min(size, m_buffer.size() - m_pos);
+        std::memcpy(data, m_buffer.data() + m_pos, n);
+        m_pos += n;
+        compact();
+        return n;
+    }
+
+    void compact() {
+        if (m_pos == m_buffer.size()) {
+            m_buffer.clear();
+            m_pos = 0;
+        } else if (m_pos > 64 * 1024 && m_pos * 2 > m_buffer.size()) {
+            m_buffer.erase(0, m_pos);
+            m_pos = 0;
+        }
+    }
+
+    std::string m_buffer; // bytes read ahead by read_line, from m_pos on
+    std::size_t m_pos = 0;
+};
+
+/// The writing end of a pipe (or socket, FIFO), written asynchronously on the event loop it
+/// belongs to: a child's stdin from `child_process::in()`.
+///
+/// Back-pressure: a write awaits while the pipe is full. A reader that went away makes the
+/// write throw `std::system_error` with `EPIPE` — never a SIGPIPE that kills the process. Every
+/// operation must be awaited on the loop's thread and resumes there; each takes a
+/// `std::stop_token` (default: the inherited one) that ends the wait with
+/// `operation_cancelled` (bytes already written stay written). One operation at a time.
+class writable_stream : private detail::stream_base {
+public:
+    writable_stream() noexcept = default;
+
+    /// Adopts `fd`, makes it non-blocking and watches it on `loop`.
+    writable_stream(int fd, event_loop& loop, std::string name = "stream")
+        : stream_base(fd, loop, std::move(name)) {}
+
+    writable_stream(writable_stream&&) noexcept = default;
+    writable_stream& operator=(writable_stream&&) noexcept = default;
+
+    using stream_base::is_open;
+    using stream_base::name;
+    using stream_base::native_handle;
+
+    /// Closes the fd: the reader sees end of stream (a child's stdin gets EOF). Idempotent.
+    /// Throws `std::logic_error` while a write is pending.
+    void close() { stream_base::close(); }
+
+    /// Writes at least one byte of `data` (waiting while the pipe is full) and returns how
+    /// many were written.
+    [[nodiscard]] task<std::size_t> write(std::span<const std::byte> data,
+                                          std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        busy_guard busy(*this);
+        co_return co_await write_raw(data.data(), data.size(), token);
+    }
+
+    [[nodiscard]] task<std::size_t> write(std::string_view data, std::stop_token token = {}) {
+        return write(std::as_bytes(std::span<const char>(data.data(), data.size())),
+                     std::move(token));
+    }
+
+    /// Writes all of `data`, waiting as often as the pipe fills up. On cancellation or error
+    /// an unknown prefix of `data` has been written.
+    [[nodiscard]] task<void> write_all(std::span<const std::byte> data,
+                                       std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        busy_guard busy(*this);
+        std::size_t done = 0;
+        while (done < data.size()) {
+            done += co_await write_raw(data.data() + done, data.size() - done, token);
+        }
+    }
+
+    [[nodiscard]] task<void> write_all(std::string_view data, std::stop_token token = {}) {
+        return write_all(std::as_bytes(std::span<const char>(data.data(), data.size())),
+                         std::move(token));
+    }
+
+private:
+    task<std::size_t> write_raw(const void* data, std::size_t size, const std::stop_token& token) {
+        if (size == 0) co_return 0;
+        for (;;) {
+            const ssize_t n = detail::write_no_sigpipe(m_fd.get(), data, size);
+            if (n >= 0) co_return static_cast<std::size_t>(n);
+            if (errno != EAGAIN && errno != EWOULDBLOCK) detail::throw_errno("write", m_name);
+            co_await m_watch->writable(token);
+        }
+    }
+};
+
+} // namespace conflux

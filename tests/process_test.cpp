@@ -1,0 +1,755 @@
+#include <conflux/process.hpp>
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/when_all.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using conflux::exec_options;
+using conflux::spawn_options;
+using conflux::stdio_spec;
+using conflux::task;
+
+namespace {
+
+std::string child() { return (conflux_test::helper_dir() / "conflux_child").string(); }
+
+std::vector<std::string> lines_of(const std::string& s) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start < s.size()) {
+        auto nl = s.find('\n', start);
+        if (nl == std::string::npos) nl = s.size();
+        out.push_back(s.substr(start, nl - start));
+        start = nl + 1;
+    }
+    return out;
+}
+
+template <class F>
+auto run(F f) {
+    return conflux::run(f());
+}
+
+struct temp_dir {
+    std::filesystem::path path;
+    temp_dir() {
+        char tmpl[] = "/tmp/conflux_process_test_XXXXXX";
+        path = ::mkdtemp(tmpl);
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+
+bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+// The leak probe: nothing opened, no child left unreaped.
+struct no_leaks {
+    std::vector<std::string> fds_before = conflux_test::open_fds();
+    ~no_leaks() {
+        CHECK(conflux_test::open_fds() == fds_before);
+        CHECK(conflux_test::zombie_children().empty());
+        CHECK(conflux_test::no_children_left());
+    }
+};
+
+} // namespace
+
+TEST_CASE("exec_file captures stdout and the exit status") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    auto r = run([]() -> task<conflux::exec_result> {
+        co_return co_await conflux::exec_file(child(), {"args", "hello", "world"});
+    });
+    CHECK(r.out == child() + "\nhello\nworld\n");
+    CHECK(r.err.empty());
+    CHECK(r.status.success());
+    CHECK(r.status.code() == 0);
+    CHECK(!r.status.signal());
+}
+
+TEST_CASE("exit codes 0 1 2 42 255 are reported exactly, and wait twice gives the same") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    run([]() -> task<> {
+        for (int code : {0, 1, 2, 42, 255}) {
+            auto c = conflux::spawn(child(), {"exit", std::to_string(code)});
+            auto [a, b] = co_await conflux::when_all(c.wait(), c.wait());
+            CHECK(a.code() == code);
+            CHECK(b == a);
+            CHECK((co_await c.wait()) == a);
+            CHECK(a.success() == (code == 0));
+            exec_options opts1{.check = false};
+            auto r = co_await conflux::exec_file(child(), {"exit", std::to_string(code)}, opts1);
+            CHECK(r.status.code() == code);
+        }
+    });
+}
+
+TEST_CASE("signals: SIGTERM, SIGKILL and a self-SIGSEGV versus exit 143") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    run([]() -> task<> {
+        auto a = conflux::spawn(child(), {"sleep", "10000"});
+        CHECK(a.kill(0)); // a probe does not kill
+        CHECK(a.kill());
+        auto st = co_await a.wait();
+        CHECK(st.signal() == SIGTERM);
+        CHECK(!st.code());
+        CHECK(!st.success());
+        CHECK(!a.kill()); // already reaped: never signals a recycled pid
+
+        auto b = conflux::spawn(child(), {"sleep", "10000"});
+        b.kill(SIGKILL);
+        CHECK((co_await b.wait()).signal() == SIGKILL);
+
+        auto c = conflux::spawn(child(), {"segv"}, {.rlimits = {{RLIMIT_CORE, 0}}});
+        CHECK((co_await c.wait()).signal() == SIGSEGV);
+
+        exec_options opts2{.check = false};
+        auto d = co_await conflux::exec("exit 143", opts2);
+        CHECK(d.status.code() == 143);
+        CHECK(!d.status.signal());
+
+        auto e = conflux::spawn(child(), {"sleep", "10000"});
+        CHECK_THROWS_AS(e.kill(-1), std::system_error);
+        CHECK_THROWS_AS(e.kill(NSIG), std::system_error);
+        e.kill(SIGKILL);
+        co_await e.wait();
+    });
+}
+
+TEST_CASE("a failing exit throws process_error carrying the result") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    run([]() -> task<> {
+        try {
+            co_await conflux::exec("echo out; echo oops >&2; exit 3");
+            FAIL("no throw");
+        } catch (const conflux::process_error& e) {
+            CHECK(e.status().code() == 3);
+            CHECK(e.result().out == "out\n");
+            CHECK(e.result().err == "oops\n");
+            CHECK(std::string(e.what()).find("exited with code 3") != std::string::npos);
+            CHECK(std::string(e.what()).find("oops") != std::string::npos);
+        }
+    });
+}
+
+TEST_CASE("spawn errors are system_errors naming the program, never exit 127") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    temp_dir dir;
+    const auto plain = dir.path / "plain.txt";
+    std::ofstream(plain) << "not a program";
+    std::filesystem::permissions(plain, std::filesystem::perms::owner_read |
+                                            std::filesystem::perms::owner_write);
+    const auto garbage = dir.path / "garbage";
+    std::ofstream(garbage) << "\x7f\x01\x02\x03 random bytes, no shebang";
+    std::filesystem::permissions(garbage, std::filesystem::perms::owner_all);
+    const auto marker = dir.path / "marker";
+
+    run([&]() -> task<> {
+        auto expect = [](auto f, int err, std::string_view needle) {
+            try {
+                f();
+                FAIL("no throw");
+            } catch (const std::system_error& e) {
+                CHECK(e.code().value() == err);
+                CHECK(std::string(e.what()).find(needle) != std::string::npos);
+            }
+        };
+        expect([] { conflux::spawn("no-such-prog-xyz"); }, ENOENT, "no-such-prog-xyz");
+        expect([&] { conflux::spawn(plain.string()); }, EACCES, "plain.txt");
+        expect([&] { conflux::spawn(dir.path.string()); }, EACCES, "spawn");
+        expect([&] { conflux::spawn(garbage.string()); }, ENOEXEC, "garbage");
+        expect([&] { conflux::spawn(child(), {"cwd"}, {.cwd = dir.path / "missing"}); }, ENOENT,
+               "chdir");
+        expect([&] { conflux::spawn(child(), {"cwd"}, {.cwd = plain}); }, ENOTDIR, "chdir");
+        expect([&] { conflux::spawn("/" + std::string(5000, 'x')); }, ENAMETOOLONG, "spawn");
+        std::vector<std::string> huge(64, std::string(100 * 1024, 'a'));
+        expect([&] { conflux::spawn(child(), huge); }, E2BIG, "spawn");
+        // exec_file reports the same errors from its await.
+        try {
+            co_await conflux::exec_file("no-such-prog-xyz");
+            FAIL("no throw");
+        } catch (const std::system_error& e) {
+            CHECK(e.code().value() == ENOENT);
+        }
+    });
+    CHECK(!std::filesystem::exists(marker));
+}
+
+TEST_CASE("1000 failed spawns leak nothing") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const int n = std::max(50, static_cast<int>(1000 * conflux_test::stress_scale()));
+        for (int i = 0; i < n; ++i) {
+            CHECK_THROWS_AS(conflux::spawn("no-such-prog-xyz"), std::system_error);
+        }
+        co_return;
+    });
+}
+
+TEST_CASE("NUL bytes and bad environment names are rejected before anything starts") {
+    no_leaks probe;
+    run([]() -> task<> {
+        using namespace std::string_literals;
+        CHECK_THROWS_AS(conflux::spawn("a\0b"s), std::invalid_argument);
+        CHECK_THROWS_AS(conflux::spawn(child(), {"x\0y"s}), std::invalid_argument);
+        CHECK_THROWS_AS(conflux::spawn(child(), {}, {.cwd = "/tmp\0x"s}), std::invalid_argument);
+        CHECK_THROWS_AS(conflux::spawn(child(), {}, {.argv0 = "a\0"s}), std::invalid_argument);
+        CHECK_THROWS_AS(conflux::spawn(child(), {}, {.env = conflux::env_vars{{"A\0"s, "1"}}}),
+                        std::invalid_argument);
+        CHECK_THROWS_AS(conflux::spawn(child(), {}, {.env = conflux::env_vars{{"A", "1\0"s}}}),
+                        std::invalid_argument);
+        CHECK_THROWS_AS(conflux::spawn(child(), {}, {.env = conflux::env_vars{{"A=B", "1"}}}),
+                        std::invalid_argument);
+        CHECK_THROWS_AS(conflux::spawn(child(), {}, {.env = conflux::env_vars{{"", "1"}}}),
+                        std::invalid_argument);
+        co_return;
+    });
+}
+
+TEST_CASE("arguments arrive verbatim: no shell unless exec is asked") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    temp_dir dir;
+    const std::string marker = (dir.path / "P").string();
+    const std::vector<std::string> args = {
+        "args", "a; touch " + marker, "$(id)", "`id`", "*", "\n", "", "caf\xc3\xa9 \xe2\x82\xac"};
+    auto r = run([&]() -> task<conflux::exec_result> {
+        exec_options opts3{.argv0 = "custom-zero"};
+        co_return co_await conflux::exec_file(child(), args, opts3);
+    });
+    CHECK(lines_of(r.out) == std::vector<std::string>{"custom-zero", "a; touch " + marker, "$(id)",
+                                                      "`id`", "*", "\\x0a", "",
+                                                      "caf\\xc3\\xa9 \\xe2\\x82\\xac"});
+    CHECK(!std::filesystem::exists(marker));
+}
+
+TEST_CASE("environment: inherit, replace, add and remove, last duplicate wins") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    ::setenv("CONFLUX_TEST_INHERITED", "yes", 1);
+    run([]() -> task<> {
+        auto env_of = [](exec_options o) -> task<std::set<std::string>> {
+            auto r = co_await conflux::exec_file(child(), {"env"}, std::move(o));
+            auto l = lines_of(r.out);
+            co_return std::set<std::string>(l.begin(), l.end());
+        };
+        exec_options none;
+        auto inherited = co_await env_of(none);
+        CHECK(inherited.count("CONFLUX_TEST_INHERITED=yes") == 1);
+
+        // (GCC 12 cannot keep a braced list's array alive across a co_await in the same
+        // expression: options holding lists are built first.)
+        exec_options dup{.env = conflux::env_vars{{"A", "1"}, {"A", "2"}}};
+        auto replaced = co_await env_of(std::move(dup));
+        CHECK(replaced == std::set<std::string>{"A=2"});
+
+        exec_options cleared{.env = conflux::env_vars{}};
+        auto empty = co_await env_of(cleared);
+        CHECK(empty.empty());
+
+        exec_options layer{.env_set = {{"CONFLUX_ADDED", "v"}},
+                           .env_unset = {"CONFLUX_TEST_INHERITED"}};
+        auto layered = co_await env_of(std::move(layer));
+        CHECK(layered.count("CONFLUX_ADDED=v") == 1);
+        CHECK(layered.count("CONFLUX_TEST_INHERITED=yes") == 0);
+        CHECK(layered.size() == inherited.size());
+    });
+    ::unsetenv("CONFLUX_TEST_INHERITED");
+}
+
+TEST_CASE("cwd and PATH lookup: the child's PATH, never the current directory") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    temp_dir dir;
+    const auto bin = dir.path / "bin";
+    std::filesystem::create_directory(bin);
+    std::filesystem::copy_file(child(), bin / "helper-in-path");
+    std::filesystem::copy_file(child(), dir.path / "helper-in-cwd");
+    run([&]() -> task<> {
+        exec_options opts4{.cwd = dir.path};
+        auto r = co_await conflux::exec_file(child(), {"cwd"}, opts4);
+        CHECK(r.out == std::filesystem::canonical(dir.path).string() + "\n");
+
+        exec_options with_path{.env = conflux::env_vars{{"PATH", bin.string()}}};
+        auto found = co_await conflux::exec_file("helper-in-path", {"exe"}, with_path);
+        CHECK(found.out == (bin / "helper-in-path").string() + "\n");
+
+        // "./prog" is resolved in the child's cwd.
+        exec_options opts5{.cwd = dir.path};
+        auto rel = co_await conflux::exec_file("./helper-in-cwd", {"exe"}, opts5);
+        CHECK(rel.out == (dir.path / "helper-in-cwd").string() + "\n");
+
+        // "", "." and relative entries never find a program in the current directory.
+        for (const char* path : {"", ".", ":", "bin"}) {
+            CHECK_THROWS_AS(
+                conflux::spawn("helper-in-cwd", {},
+                               {.cwd = dir.path, .env = conflux::env_vars{{"PATH", path}}}),
+                std::system_error);
+        }
+    });
+}
+
+TEST_CASE("stdio: extra pipe at fd 3, ignore, inherit, 2>&1, swapped, closed; nothing else") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    temp_dir dir;
+    run([&]() -> task<> {
+        // Only 0-2 reach the child by default, whatever this process holds open.
+        int leak = ::open("/dev/null", O_RDONLY); // deliberately without O_CLOEXEC
+        auto r = co_await conflux::exec_file(child(), {"fds"});
+        ::close(leak);
+        auto fds = lines_of(r.out);
+        REQUIRE(fds.size() == 3);
+        CHECK(fds[0].rfind("0 -> pipe:", 0) == 0);
+        CHECK(fds[1].rfind("1 -> pipe:", 0) == 0);
+        CHECK(fds[2].rfind("2 -> pipe:", 0) == 0);
+
+        exec_options wiring{.stdio = {stdio_spec::ignore(), stdio_spec::pipe(),
+                                      stdio_spec::same_as(1), stdio_spec::pipe()}};
+        auto ignored = co_await conflux::exec_file(child(), {"fds"}, wiring);
+        auto l = lines_of(ignored.out);
+        REQUIRE(l.size() == 4);
+        CHECK(l[0] == "0 -> /dev/null");
+        CHECK(l[2].substr(5) == l[1].substr(5)); // the same pipe
+        CHECK(l[3].rfind("3 -> pipe:", 0) == 0);
+
+        // fd 3 as an extra pipe the child writes to.
+        auto c = conflux::spawn(child(), {"write-fd", "3", "via fd 3"},
+                                {.stdio = {stdio_spec::ignore(), stdio_spec::ignore(),
+                                           stdio_spec::ignore(), stdio_spec::pipe()}});
+        CHECK(co_await c.readable(3).read_all() == "via fd 3");
+        CHECK((co_await c.wait()).success());
+
+        // fd 3 as a pipe the parent writes to.
+        auto d = conflux::spawn(child(), {"read-fd", "3"},
+                                {.stdio = {stdio_spec::ignore(), stdio_spec::pipe(),
+                                           stdio_spec::inherit(), stdio_spec::pipe_to_child()}});
+        co_await d.writable(3).write_all("to fd 3");
+        d.writable(3).close();
+        CHECK(co_await d.out().read_all() == "to fd 3");
+        CHECK((co_await d.wait()).success());
+
+        // Swapping: the child's 1 is our stderr pipe's writer and vice versa, through files.
+        const auto f1 = dir.path / "one", f2 = dir.path / "two";
+        int a = ::open(f1.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        int b = ::open(f2.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        REQUIRE(::dup3(a, 41, O_CLOEXEC) == 41);
+        REQUIRE(::dup3(b, 42, O_CLOEXEC) == 42);
+        ::close(a);
+        ::close(b);
+        auto e = conflux::spawn(
+            child(), {"fds"},
+            {.stdio = {stdio_spec::ignore(), stdio_spec::from_fd(42), stdio_spec::from_fd(41)}});
+        co_await e.wait();
+        ::close(41);
+        ::close(42);
+        std::ifstream in(f2);
+        std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(all.find("1 -> " + f2.string()) != std::string::npos);
+        CHECK(all.find("2 -> " + f1.string()) != std::string::npos);
+
+        // A file for stdout, a closed stdin.
+        const auto f3 = dir.path / "three";
+        auto g = conflux::spawn(
+            child(), {"fds"},
+            {.stdio = {stdio_spec::closed(), stdio_spec::file(f3), stdio_spec::ignore()}});
+        co_await g.wait();
+        std::ifstream in3(f3);
+        std::string first;
+        std::getline(in3, first);
+        CHECK(first.rfind("1 -> ", 0) == 0); // fd 0 is absent
+    });
+}
+
+TEST_CASE("exec reads stdout and stderr concurrently: 10 MiB on both never deadlocks") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    const std::size_t n = 10 * 1024 * 1024;
+    auto r = run([&]() -> task<conflux::exec_result> {
+        exec_options opts6{.max_buffer = 0};
+        co_return co_await conflux::exec_file(child(), {"both", std::to_string(n)}, opts6);
+    });
+    CHECK(r.out.size() == n);
+    CHECK(r.err.size() == n);
+}
+
+TEST_CASE("max_buffer: N fits, N+1 kills the child and keeps the first N bytes") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const std::size_t n = 100000;
+        exec_options opts7{.max_buffer = n};
+        auto ok = co_await conflux::exec_file(child(), {"out", std::to_string(n)}, opts7);
+        CHECK(ok.out.size() == n);
+        exec_options opts8{.max_buffer = n};
+        auto zero = co_await conflux::exec_file(child(), {"out", "0"}, opts8);
+        CHECK(zero.out.empty());
+        for (const char* which : {"out", "err"}) {
+            try {
+                exec_options opts9{.kill_signal = SIGKILL, .max_buffer = n};
+                co_await conflux::exec_file(child(), {which, std::to_string(n * 10)}, opts9);
+                FAIL("no throw");
+            } catch (const conflux::process_error& e) {
+                CHECK(e.buffer_overflow());
+                const std::string& got =
+                    std::string(which) == "out" ? e.result().out : e.result().err;
+                CHECK(got.size() == n);
+                CHECK(e.status().signal() == SIGKILL);
+            }
+        }
+    });
+}
+
+TEST_CASE("timeout kills, and escalates to SIGKILL for a child ignoring SIGTERM") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        auto start = std::chrono::steady_clock::now();
+        try {
+            exec_options opts10{.timeout = 100ms};
+            co_await conflux::exec_file(child(), {"sleep", "10000"}, opts10);
+            FAIL("no throw");
+        } catch (const conflux::process_error& e) {
+            CHECK(e.timed_out());
+            CHECK(e.status().signal() == SIGTERM);
+        }
+        CHECK(std::chrono::steady_clock::now() - start < 5s);
+
+        try {
+            exec_options opts11{.timeout = 100ms, .kill_grace = 200ms};
+            co_await conflux::exec_file(child(), {"ignore-term"}, opts11);
+            FAIL("no throw");
+        } catch (const conflux::process_error& e) {
+            CHECK(e.timed_out());
+            CHECK(e.status().signal() == SIGKILL);
+            CHECK(e.result().out == "ready\n");
+        }
+
+        auto c =
+            conflux::spawn(child(), {"sleep", "10000"}, {.timeout = 50ms, .kill_signal = SIGKILL});
+        CHECK((co_await c.wait()).signal() == SIGKILL);
+        CHECK(c.timed_out());
+    });
+}
+
+TEST_CASE("cancelling wait leaves the child running; cancelling exec kills it") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        auto c = conflux::spawn(child(), {"sleep", "10000"});
+        std::stop_source stop;
+        auto canceller = [&]() -> task<> {
+            co_await conflux::sleep_for(50ms);
+            stop.request_stop();
+        };
+        auto waiter = [&]() -> task<> {
+            CHECK_THROWS_AS(co_await c.wait(stop.get_token()), conflux::operation_cancelled);
+        };
+        co_await conflux::when_all(waiter(), canceller());
+        CHECK(alive(c.pid()));
+        CHECK(!c.status());
+        c.kill();
+        CHECK((co_await c.wait()).signal() == SIGTERM);
+
+        std::stop_source stop2;
+        auto canceller2 = [&]() -> task<> {
+            co_await conflux::sleep_for(50ms);
+            stop2.request_stop();
+        };
+        auto execer = [&]() -> task<> {
+            exec_options opts12{.stop_token = stop2.get_token()};
+            CHECK_THROWS_AS(co_await conflux::exec_file(child(), {"sleep", "10000"}, opts12),
+                            conflux::operation_cancelled);
+        };
+        co_await conflux::when_all(execer(), canceller2());
+
+        // A spawn_options stop token kills the child.
+        std::stop_source stop3;
+        auto d = conflux::spawn(child(), {"sleep", "10000"}, {.stop_token = stop3.get_token()});
+        stop3.request_stop();
+        CHECK((co_await d.wait()).signal() == SIGTERM);
+    });
+}
+
+TEST_CASE("a stopped child is not reported until it really exits") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    run([]() -> task<> {
+        auto c = conflux::spawn(child(), {"sleep", "300"});
+        c.kill(SIGSTOP);
+        auto resumer = [&]() -> task<> {
+            co_await conflux::sleep_for(200ms);
+            CHECK(!c.status());
+            c.kill(SIGCONT);
+        };
+        auto [st, unused] = co_await conflux::when_all(c.wait(), resumer());
+        CHECK(st.code() == 0);
+    });
+}
+
+TEST_CASE("kill_tree kills every descendant in the group; a plain kill only the child") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        for (bool tree : {true, false}) {
+            auto c = conflux::spawn(child(), {"grandchildren", "2", "30000"}, {.kill_tree = tree});
+            std::vector<pid_t> kids;
+            for (int i = 0; i < 2; ++i) {
+                auto line = co_await c.out().read_line();
+                REQUIRE(line);
+                kids.push_back(std::stoi(*line));
+            }
+            auto pg = co_await conflux::exec_file(child(), {"pgid"});
+            c.kill(SIGKILL);
+            CHECK((co_await c.wait()).signal() == SIGKILL);
+            // Grandchildren are reparented to init (or a subreaper); give the kernel a moment.
+            for (int i = 0; i < 100; ++i) {
+                bool any = false;
+                for (pid_t k : kids) any = any || alive(k);
+                if (!any || !tree) break;
+                co_await conflux::sleep_for(20ms);
+            }
+            for (pid_t k : kids) {
+                if (tree) {
+                    CHECK(!alive(k));
+                } else {
+                    CHECK(alive(k));
+                    ::kill(k, SIGKILL);
+                }
+            }
+        }
+    });
+}
+
+TEST_CASE("detached: new session and process group") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    auto r = run([]() -> task<conflux::exec_result> {
+        exec_options opts13{.detached = true};
+        co_return co_await conflux::exec_file(child(), {"pgid"}, opts13);
+    });
+    auto parts = lines_of(r.out);
+    REQUIRE(parts.size() == 1);
+    int pid = 0, pgid = 0, sid = 0;
+    REQUIRE(std::sscanf(parts[0].c_str(), "%d %d %d", &pid, &pgid, &sid) == 3);
+    CHECK(pgid == pid);
+    CHECK(sid == pid);
+}
+
+TEST_CASE("signal mask and dispositions are reset in the child") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    auto old_usr1 = std::signal(SIGUSR1, SIG_IGN);
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    auto r = run([]() -> task<conflux::exec_result> {
+        co_return co_await conflux::exec_file(child(), {"signals"});
+    });
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    std::signal(SIGUSR1, old_usr1);
+    CHECK(r.out.find("SigBlk:\t0000000000000000") != std::string::npos);
+    CHECK(r.out.find("SigIgn:\t0000000000000000") != std::string::npos);
+}
+
+TEST_CASE("rlimits and uid/gid are applied in the child") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    run([]() -> task<> {
+        exec_options limited{.rlimits = {{RLIMIT_NOFILE, 32, 64}}};
+        auto r = co_await conflux::exec_file(child(), {"nofile"}, limited);
+        CHECK(r.out == "32 64\n");
+        if (::getuid() == 0) {
+            exec_options opts14{.uid = 65534, .gid = 65534};
+            auto ids = co_await conflux::exec_file(child(), {"ids"}, opts14);
+            CHECK(ids.out == "65534 65534\n");
+        } else {
+            try {
+                conflux::spawn(child(), {"ids"}, {.uid = 0});
+                FAIL("no throw");
+            } catch (const std::system_error& e) {
+                CHECK(e.code().value() == EPERM);
+            }
+        }
+    });
+}
+
+TEST_CASE("stdin: close makes cat exit; EPIPE from a child that does not read, no SIGPIPE") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    const bool pipe_default = std::signal(SIGPIPE, SIG_DFL) != SIG_ERR;
+    REQUIRE(pipe_default); // we must survive with the default
+    run([]() -> task<> {
+        auto c = conflux::spawn(child(), {"cat"});
+        co_await c.in().write_all("hello\n");
+        c.in().close();
+        CHECK(co_await c.out().read_all() == "hello\n");
+        CHECK((co_await c.wait()).success());
+
+        auto t = conflux::spawn(child(), {"exit", "0"});
+        co_await t.wait();
+        std::string big(10 * 1024 * 1024, 'x');
+        try {
+            co_await t.in().write_all(big);
+            FAIL("no throw");
+        } catch (const std::system_error& e) {
+            CHECK(e.code() == std::errc::broken_pipe);
+        }
+        // exec with input for a child that never reads it still succeeds.
+        exec_options opts15{.input = big};
+        auto r = co_await conflux::exec_file(child(), {"exit", "0"}, opts15);
+        CHECK(r.status.success());
+    });
+}
+
+TEST_CASE("100 lines from a child that exits at once all arrive") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    run([]() -> task<> {
+        auto c = conflux::spawn(child(), {"lines", "100"});
+        int n = 0;
+        while (auto line = co_await c.out().read_line()) {
+            CHECK(*line == "line " + std::to_string(n));
+            ++n;
+        }
+        CHECK(n == 100);
+        CHECK((co_await c.wait()).success());
+    });
+}
+
+TEST_CASE("64 MiB through cat arrive byte-exact") {
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    const std::size_t n = 64 * 1024 * 1024;
+    std::string data(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<char>((i * 131 + i / 977) & 0xff);
+    auto r = run([&]() -> task<conflux::exec_result> {
+        exec_options opts16{.input = data, .max_buffer = 0};
+        co_return co_await conflux::exec_file(child(), {"cat"}, opts16);
+    });
+    CHECK(r.out.size() == n);
+    CHECK(r.out == data);
+}
+
+TEST_CASE("pipeline: cat | cat wired child to child, the parent never reads the middle") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    run([]() -> task<> {
+        int p[2];
+        REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+        auto a = conflux::spawn(child(), {"out", "1048576"},
+                                {.stdio = {stdio_spec::ignore(), stdio_spec::from_fd(p[1])}});
+        auto b = conflux::spawn(child(), {"cat"}, {.stdio = {stdio_spec::from_fd(p[0])}});
+        ::close(p[0]);
+        ::close(p[1]);
+        auto out = co_await b.out().read_all();
+        CHECK(out.size() == 1048576);
+        CHECK((co_await a.wait()).success());
+        CHECK((co_await b.wait()).success());
+    });
+}
+
+TEST_CASE("dropping a child_process: killed and reaped by default, detach lets it finish") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    pid_t dropped = 0, detached = 0;
+    run([&]() -> task<> {
+        {
+            auto c = conflux::spawn(child(), {"sleep", "10000"});
+            dropped = c.pid();
+        }
+        {
+            auto d = conflux::spawn(child(), {"sleep", "100"});
+            detached = d.pid();
+            d.detach();
+            CHECK(!d);
+        }
+        { auto e = conflux::spawn(child(), {"sleep", "100"}, {.kill_on_drop = false}); }
+        co_await conflux::sleep_for(400ms);
+        CHECK(!alive(dropped));
+        CHECK(!alive(detached));
+    });
+}
+
+TEST_CASE("a killed child dropped as the loop ends is reaped by the loop's destruction") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    run([]() -> task<> {
+        auto c = conflux::spawn(child(), {"sleep", "10000"});
+        co_return;
+    });
+}
+
+TEST_CASE("wait from another loop's thread") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    conflux::event_loop other;
+    std::thread t([&] { other.run(); });
+    run([&]() -> task<> {
+        auto c = conflux::spawn(child(), {"exit", "7"});
+        auto on_other = [&]() -> task<int> {
+            co_await other.schedule();
+            auto st = co_await c.wait();
+            CHECK(conflux::event_loop::current() == &other);
+            co_return *st.code();
+        };
+        CHECK(co_await on_other() == 7);
+    });
+    other.stop();
+    t.join();
+}
+
+TEST_CASE("EMFILE under a low RLIMIT_NOFILE is a clear error, and later spawns work") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    rlimit old{};
+    ::getrlimit(RLIMIT_NOFILE, &old);
+    run([&]() -> task<> {
+        std::vector<int> held;
+        rlimit low = old;
+        low.rlim_cur = 64;
+        ::setrlimit(RLIMIT_NOFILE, &low);
+        for (;;) {
+            int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0) break;
+            held.push_back(fd);
+        }
+        try {
+            conflux::spawn(child(), {"exit", "0"});
+            FAIL("no throw");
+        } catch (const std::system_error& e) {
+            CHECK(e.code().value() == EMFILE);
+            CHECK(std::string(e.what()).find("spawn") != std::string::npos);
+        }
+        for (int fd : held) ::close(fd);
+        ::setrlimit(RLIMIT_NOFILE, &old);
+        auto r = co_await conflux::exec_file(child(), {"exit", "0"});
+        CHECK(r.status.success());
+    });
+}
