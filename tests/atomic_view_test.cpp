@@ -328,6 +328,36 @@ TEST_CASE_TEMPLATE("ping-pong between threads", T, std::int32_t, std::uint64_t, 
     CHECK(cell.load(0) == value(2 * rounds));
 }
 
+TEST_CASE("64-bit ping-pong on the path for kernels without futex_waitv") {
+    conflux_test::watchdog dog(30s);
+    conflux::detail::futex::pretend_no_waitv.store(true);
+    struct restore {
+        ~restore() { conflux::detail::futex::pretend_no_waitv.store(false); }
+    } restore_after;
+    conflux::shared_buffer memory(64);
+    const auto cell = memory.view<std::uint64_t>(8, 1);
+    const int rounds = static_cast<int>(300 * conflux_test::stress_scale());
+    auto value = [](int k) { return static_cast<std::uint64_t>(k) << 32; };
+    std::thread partner([&] {
+        for (int k = 0; k < rounds; ++k) {
+            while (cell.load(0) != value(2 * k + 1)) cell.wait(0, value(2 * k));
+            cell.store(0, value(2 * k + 2));
+            cell.notify(0);
+        }
+    });
+    for (int k = 0; k < rounds; ++k) {
+        cell.store(0, value(2 * k + 1));
+        cell.notify(0);
+        while (cell.load(0) != value(2 * k + 2)) cell.wait(0, value(2 * k + 1));
+    }
+    partner.join();
+    CHECK(cell.load(0) == value(2 * rounds));
+    // Timeouts still hold on this path.
+    const auto start = clock_type::now();
+    CHECK(cell.wait(0, value(2 * rounds), 30ms) == wait_result::timed_out);
+    CHECK(clock_type::now() - start >= 29ms);
+}
+
 TEST_CASE("exact counters from a parent and a spawned child process") {
     conflux_test::watchdog dog(30s);
     conflux::shared_buffer memory(64);

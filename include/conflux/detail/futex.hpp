@@ -92,8 +92,12 @@ struct waitv_entry {
 };
 inline constexpr std::uint32_t waitv_size_u32 = 0x02; // FUTEX2_SIZE_U32, shared (not private)
 
+/// Tests set this to exercise the path for kernels without futex_waitv.
+inline std::atomic<bool> pretend_no_waitv{false};
+
 /// Whether the kernel has futex_waitv (Linux >= 5.16); probed once.
 inline bool waitv_available() noexcept {
+    if (pretend_no_waitv.load(std::memory_order_relaxed)) return false;
     static const bool available = [] {
         // Zero entries is EINVAL on a kernel that has the call, ENOSYS on one that does not.
         const long r = ::syscall(futex_waitv_number, nullptr, 0, 0, nullptr, CLOCK_MONOTONIC);
