@@ -1,0 +1,152 @@
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/stream.hpp>
+#include <conflux/when_all.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <string>
+#include <system_error>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using conflux::task;
+
+namespace {
+
+struct pipe_pair {
+    conflux::readable_stream reader;
+    conflux::writable_stream writer;
+};
+
+pipe_pair make_pipe() {
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    auto& loop = *conflux::event_loop::current();
+    return {conflux::readable_stream(p[0], loop, "test reader"),
+            conflux::writable_stream(p[1], loop, "test writer")};
+}
+
+} // namespace
+
+TEST_CASE("read_line splits lines, strips CRLF and returns a last line without newline") {
+    conflux_test::watchdog dog(5s);
+    const auto fds = conflux_test::open_fds();
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        co_await p.writer.write_all("one\ntwo\r\n\nlast");
+        p.writer.close();
+        CHECK(*co_await p.reader.read_line() == "one");
+        CHECK(*co_await p.reader.read_line() == "two");
+        CHECK(*co_await p.reader.read_line() == "");
+        CHECK(*co_await p.reader.read_line() == "last");
+        CHECK(!co_await p.reader.read_line());
+    }());
+    CHECK(conflux_test::open_fds() == fds);
+}
+
+TEST_CASE("read_some after read_line returns the buffered bytes first") {
+    conflux_test::watchdog dog(5s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        co_await p.writer.write_all("head\nrest of it");
+        p.writer.close();
+        CHECK(*co_await p.reader.read_line() == "head");
+        CHECK(co_await p.reader.read_all() == "rest of it");
+        char buf[8];
+        CHECK(co_await p.reader.read_some(std::span<char>(buf)) == 0);
+    }());
+}
+
+TEST_CASE("back-pressure: a writer waits while the pipe is full, a reader drains it") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        const std::string big(8 * 1024 * 1024, 'z');
+        auto writer = [&]() -> task<> {
+            co_await p.writer.write_all(big);
+            p.writer.close();
+        };
+        auto reader = [&]() -> task<std::string> { co_return co_await p.reader.read_all(); };
+        auto [w, got] = co_await conflux::when_all(writer(), reader());
+        CHECK(got == big);
+    }());
+}
+
+TEST_CASE("read_into with a limit reports overflow and keeps the prefix") {
+    conflux_test::watchdog dog(5s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        co_await p.writer.write_all("0123456789");
+        p.writer.close();
+        std::string out;
+        bool overflow = false;
+        co_await p.reader.read_into(out, 4, &overflow);
+        CHECK(out == "0123");
+        CHECK(overflow);
+    }());
+}
+
+TEST_CASE("a reader that went away: EPIPE from the write, no SIGPIPE") {
+    conflux_test::watchdog dog(5s);
+    const bool dfl = std::signal(SIGPIPE, SIG_DFL) != SIG_ERR;
+    REQUIRE(dfl);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        p.reader.close();
+        try {
+            co_await p.writer.write_all("x");
+            FAIL("no throw");
+        } catch (const std::system_error& e) {
+            CHECK(e.code() == std::errc::broken_pipe);
+            CHECK(std::string(e.what()).find("test writer") != std::string::npos);
+        }
+    }());
+    sigset_t pending;
+    sigpending(&pending);
+    CHECK(!sigismember(&pending, SIGPIPE));
+}
+
+TEST_CASE("a pending read is cancelled by its stop token; no data is lost") {
+    conflux_test::watchdog dog(5s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        std::stop_source stop;
+        auto reader = [&]() -> task<> {
+            char buf[16];
+            CHECK_THROWS_AS(co_await p.reader.read_some(std::span<char>(buf), stop.get_token()),
+                            conflux::operation_cancelled);
+        };
+        auto canceller = [&]() -> task<> {
+            co_await conflux::sleep_for(20ms);
+            stop.request_stop();
+        };
+        co_await conflux::when_all(reader(), canceller());
+        co_await p.writer.write_all("after");
+        p.writer.close();
+        CHECK(co_await p.reader.read_all() == "after");
+    }());
+}
+
+TEST_CASE("misuse: closing during an operation or operating on a closed stream is a logic_error") {
+    conflux_test::watchdog dog(5s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        auto reader = [&]() -> task<> { co_await p.reader.read_line(); };
+        auto closer = [&]() -> task<> {
+            co_await conflux::sleep_for(10ms);
+            CHECK_THROWS_AS(p.reader.close(), std::logic_error);
+            co_await p.writer.write_all("x\n");
+        };
+        co_await conflux::when_all(reader(), closer());
+        p.reader.close();
+        p.reader.close(); // idempotent
+        CHECK_THROWS_AS(co_await p.reader.read_all(), std::logic_error);
+    }());
+}

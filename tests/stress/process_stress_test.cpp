@@ -1,0 +1,96 @@
+#include <conflux/process.hpp>
+#include <conflux/run.hpp>
+#include <conflux/when_all.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using conflux::task;
+
+namespace {
+
+std::string child() { return (conflux_test::helper_dir() / "conflux_child").string(); }
+
+int scaled(int n, int floor = 10) {
+    return std::max(floor, static_cast<int>(n * conflux_test::stress_scale()));
+}
+
+} // namespace
+
+TEST_CASE("1000 sequential spawns: no growth in fds or children") {
+    conflux_test::watchdog dog(60s);
+    const auto fds = conflux_test::open_fds();
+    conflux::run([]() -> task<> {
+        const int n = scaled(1000);
+        for (int i = 0; i < n; ++i) {
+            auto r = co_await conflux::exec_file(child(), {"exit", "0"});
+            REQUIRE(r.status.success());
+        }
+    }());
+    CHECK(conflux_test::open_fds() == fds);
+    CHECK(conflux_test::zombie_children().empty());
+    CHECK(conflux_test::no_children_left());
+}
+
+TEST_CASE("200 concurrent spawns with failures interleaved: every wait completes once") {
+    conflux_test::watchdog dog(60s);
+    const auto fds = conflux_test::open_fds();
+    conflux::run([]() -> task<> {
+        const int n = scaled(200);
+        int completed = 0, failed = 0;
+        std::vector<task<void>> tasks;
+        for (int i = 0; i < n; ++i) {
+            tasks.push_back([](int i, int& completed, int& failed) -> task<void> {
+                if (i % 10 == 0) {
+                    try {
+                        co_await conflux::exec_file("no-such-prog-xyz");
+                    } catch (const std::system_error&) {
+                        ++failed;
+                    }
+                    co_return;
+                }
+                auto r = co_await conflux::exec_file(child(), {"lines", "3"});
+                CHECK(r.out == "line 0\nline 1\nline 2\n");
+                ++completed;
+            }(i, completed, failed));
+        }
+        co_await conflux::when_all(std::move(tasks));
+        CHECK(completed + failed == n);
+        CHECK(failed == (n + 9) / 10);
+    }());
+    CHECK(conflux_test::open_fds() == fds);
+    CHECK(conflux_test::zombie_children().empty());
+    CHECK(conflux_test::no_children_left());
+}
+
+TEST_CASE("spawns on 8 threads, each with its own loop") {
+    conflux_test::watchdog dog(60s);
+    const auto fds = conflux_test::open_fds();
+    std::atomic<int> ok{0};
+    const int per_thread = scaled(25, 3);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([&, t] {
+            conflux::run([](int t, int n, std::atomic<int>& ok) -> task<> {
+                for (int i = 0; i < n; ++i) {
+                    auto c = conflux::spawn(child(), {"exit", std::to_string((t + i) % 7)});
+                    auto st = co_await c.wait();
+                    if (st.code() == (t + i) % 7) ok.fetch_add(1, std::memory_order_relaxed);
+                }
+            }(t, per_thread, ok));
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(ok.load() == 8 * per_thread);
+    CHECK(conflux_test::open_fds() == fds);
+    CHECK(conflux_test::no_children_left());
+}
