@@ -35,8 +35,8 @@ struct async_waiter_node {
     async_waiter_node* next = nullptr;
     wait_key key;
     bool linked = false;
-    /// Called by `notify`, outside the registry lock, on the notifying thread, for a node it
-    /// unlinked.
+    /// Called by `notify`, under the registry lock, on the notifying thread, for a node it
+    /// has just unlinked; must only queue work (it may not block or resume anything).
     void (*on_notified)(async_waiter_node*) noexcept = nullptr;
 };
 
@@ -98,36 +98,27 @@ public:
     std::size_t notify(const wait_key& key, std::size_t count) noexcept {
         // seq_cst: pairs with the increment in link (see there).
         if (count == 0 || m_waiting.load(std::memory_order_seq_cst) == 0) return 0;
-        async_waiter_node* taken = nullptr;
-        async_waiter_node* taken_tail = nullptr;
         std::size_t n = 0;
-        {
-            std::lock_guard lock(m_mutex);
-            auto it = m_lists.find(key);
-            if (it == m_lists.end()) return 0;
-            list& l = it->second;
-            while (l.head && n < count) {
-                async_waiter_node* node = l.head;
-                l.head = node->next;
-                node->linked = false;
-                node->next = nullptr;
-                (taken_tail ? taken_tail->next : taken) = node;
-                taken_tail = node;
-                ++n;
-            }
-            if (l.head) {
-                l.head->prev = nullptr;
-            } else {
-                m_lists.erase(it);
-            }
-            m_waiting.fetch_sub(n, std::memory_order_relaxed);
+        std::lock_guard lock(m_mutex);
+        auto it = m_lists.find(key);
+        if (it == m_lists.end()) return 0;
+        list& l = it->second;
+        while (l.head && n < count) {
+            async_waiter_node* node = l.head;
+            l.head = node->next;
+            if (l.head) l.head->prev = nullptr;
+            node->linked = false;
+            // Under the lock: a waiter whose frame is being destroyed (its loop is going away)
+            // unlinks under this lock too, so it cannot vanish while we queue its resumption.
+            // The callback only queues a work item; no coroutine runs here.
+            node->on_notified(node);
+            ++n;
         }
-        // Outside the lock: each callback queues its coroutine's resumption on its loop.
-        while (taken) {
-            async_waiter_node* next = taken->next;
-            taken->on_notified(taken);
-            taken = next;
+        if (!l.head) {
+            l.tail = nullptr;
+            m_lists.erase(it);
         }
+        m_waiting.fetch_sub(n, std::memory_order_relaxed);
         return n;
     }
 
