@@ -236,3 +236,22 @@ TEST_CASE("the loop releases its descriptors and threads") {
     CHECK(conflux_test::open_fds() == fds);
     CHECK(conflux_test::thread_count() == threads);
 }
+
+TEST_CASE("a stop request racing the loop's destruction touches no freed frame") {
+    // A detached task sleeps with a token another thread stops while the loop is destroyed:
+    // the cancellation it queues points into a frame the destructor frees (ASan checks).
+    for (int i = 0; i < 200; ++i) {
+        auto source = std::make_shared<std::stop_source>();
+        std::thread stopper;
+        {
+            conflux::event_loop loop;
+            loop.detach([](std::stop_token token) -> conflux::task<> {
+                co_await conflux::sleep_for(1h, token);
+            }(source->get_token()));
+            loop.post([&] { loop.stop(); });
+            loop.run();
+            stopper = std::thread([source] { source->request_stop(); });
+        }
+        stopper.join();
+    }
+}

@@ -58,13 +58,19 @@ public:
         while (m_foreign_callers.load(std::memory_order_seq_cst) != 0) {
             std::this_thread::yield();
         }
-        // Frames first: their awaiters withdraw timers and fd interest from structures that
-        // must still be alive. Then the queues, whose items may point into those frames.
+        // Queued work first, while every frame an item may live in is still alive: posted
+        // callables are destroyed, coroutine resumptions dropped.
+        m_remote.take_into(m_ready);
+        m_ready.discard_all();
+        // Then the frames: their awaiters withdraw timers and fd interest from structures
+        // that are still alive.
         for (void* address : std::exchange(m_detached, {})) {
             std::coroutine_handle<>::from_address(address).destroy();
         }
-        m_remote.take_into(m_ready);
-        m_ready.discard_all();
+        // Whatever that queued (a stop callback racing on another thread, which each frame's
+        // destruction waited for) lives in freed frames: forget it without touching it.
+        m_remote.forget_all();
+        m_ready.forget_all();
         m_timers.clear();
     }
 

@@ -24,6 +24,9 @@ public:
 
     bool empty() const noexcept { return m_head.load(std::memory_order_seq_cst) == nullptr; }
 
+    /// Drops every pushed item without touching it (the items' memory may be gone).
+    void forget_all() noexcept { m_head.store(nullptr, std::memory_order_relaxed); }
+
     /// Moves everything pushed so far into `out`, oldest first.
     void take_into(work_queue& out) noexcept {
         // acquire: see the items' contents written before their push.

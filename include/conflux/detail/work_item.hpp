@@ -112,6 +112,9 @@ public:
         return out;
     }
 
+    /// Drops every item without touching it (the items' memory may be gone).
+    void forget_all() noexcept { m_head = m_tail = nullptr; }
+
     void discard_all() noexcept {
         while (work_item* item = pop()) item->discard();
     }
