@@ -1,0 +1,211 @@
+// Child process benchmarks, each beside a raw baseline measured in the same run:
+// - exec_file("/bin/true") latency vs posix_spawn + three pipes + waitpid, and Node's execFile;
+// - 32 in flight vs a raw posix_spawn loop with 32 in flight, and Node;
+// - spawn latency from a parent with 1 GiB of touched heap vs the same with a small heap;
+// - 64 MiB through `cat` vs a raw 64 KiB read/write loop through the same cat.
+#include <conflux/conflux.hpp>
+
+#include "bench.hpp"
+
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace {
+
+// posix_spawn with three pipes, reading stdout/stderr to EOF, then waitpid: what a careful
+// hand-written exec does.
+pid_t raw_spawn(const char* path, char* const* argv, int& out, int& err, int& in) {
+    int p0[2], p1[2], p2[2];
+    if (::pipe2(p0, O_CLOEXEC) || ::pipe2(p1, O_CLOEXEC) || ::pipe2(p2, O_CLOEXEC)) std::abort();
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p0[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, p1[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, p2[1], 2);
+    pid_t pid;
+    if (posix_spawn(&pid, path, &fa, nullptr, argv, environ) != 0) std::abort();
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(p0[0]);
+    ::close(p1[1]);
+    ::close(p2[1]);
+    in = p0[1];
+    out = p1[0];
+    err = p2[0];
+    return pid;
+}
+
+void raw_true_once() {
+    char arg0[] = "/bin/true";
+    char* argv[] = {arg0, nullptr};
+    int out, err, in;
+    pid_t pid = raw_spawn("/bin/true", argv, out, err, in);
+    ::close(in);
+    char buf[256];
+    while (::read(out, buf, sizeof buf) > 0) {
+    }
+    while (::read(err, buf, sizeof buf) > 0) {
+    }
+    ::close(out);
+    ::close(err);
+    int st;
+    ::waitpid(pid, &st, 0);
+}
+
+void raw_parallel(std::size_t n, std::size_t in_flight) {
+    char arg0[] = "/bin/true";
+    char* argv[] = {arg0, nullptr};
+    std::size_t started = 0, done = 0, running = 0;
+    while (done < n) {
+        while (running < in_flight && started < n) {
+            int out, err, in;
+            raw_spawn("/bin/true", argv, out, err, in);
+            ::close(in);
+            ::close(out);
+            ::close(err);
+            ++started;
+            ++running;
+        }
+        int st;
+        if (::waitpid(-1, &st, 0) > 0) {
+            ++done;
+            --running;
+        }
+    }
+}
+
+conflux::task<void> conflux_true_seq(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) co_await conflux::exec_file("/bin/true");
+}
+
+conflux::task<void> conflux_parallel(std::size_t n, std::size_t in_flight) {
+    std::size_t next = 0;
+    auto worker = [&]() -> conflux::task<void> {
+        while (next < n) {
+            ++next;
+            co_await conflux::exec_file("/bin/true");
+        }
+    };
+    std::vector<conflux::task<void>> workers;
+    for (std::size_t i = 0; i < in_flight; ++i) workers.push_back(worker());
+    co_await conflux::when_all(std::move(workers));
+}
+
+// Streams through `cat` with spawn: write_all on stdin and read_some into a 64 KiB buffer
+// run concurrently, counting bytes (the raw loop below does the same).
+conflux::task<void> conflux_cat(const std::string& data) {
+    auto child = conflux::spawn("cat");
+    auto feed = [&]() -> conflux::task<void> {
+        co_await child.in().write_all(data);
+        child.in().close();
+    };
+    std::size_t got = 0;
+    auto drain = [&]() -> conflux::task<void> {
+        std::vector<char> buf(64 * 1024);
+        while (std::size_t n = co_await child.out().read_some(std::span<char>(buf))) got += n;
+    };
+    co_await conflux::when_all(feed(), drain());
+    co_await child.wait();
+    if (got != data.size()) std::abort();
+}
+
+// exec_file capturing 64 MiB into a std::string that grows as it goes (Node's default shape).
+conflux::task<void> conflux_cat_exec(const std::string& data) {
+    conflux::exec_options opts{.input = data, .max_buffer = 0};
+    auto r = co_await conflux::exec_file("cat", {}, opts);
+    if (r.out.size() != data.size()) std::abort();
+}
+
+// The raw baseline: one thread, poll() on both ends, 64 KiB read/write.
+void raw_cat(const std::string& data) {
+    char arg0[] = "cat";
+    char* argv[] = {arg0, nullptr};
+    int out, err, in;
+    pid_t pid = raw_spawn("/bin/cat", argv, out, err, in);
+    ::close(err);
+    ::fcntl(in, F_SETFL, O_NONBLOCK);
+    std::size_t got = 0;
+    std::size_t written = 0;
+    std::vector<char> buf(64 * 1024);
+    while (true) {
+        pollfd fds[2] = {{out, POLLIN, 0}, {in, POLLOUT, 0}};
+        const int nfds = in >= 0 ? 2 : 1;
+        ::poll(fds, nfds, -1);
+        if (in >= 0 && (fds[1].revents & (POLLOUT | POLLERR))) {
+            const ssize_t w = ::write(in, data.data() + written,
+                                      std::min<std::size_t>(64 * 1024, data.size() - written));
+            if (w > 0) written += static_cast<std::size_t>(w);
+            if (written == data.size()) {
+                ::close(in);
+                in = -1;
+            }
+        }
+        if (fds[0].revents & (POLLIN | POLLHUP)) {
+            const ssize_t r = ::read(out, buf.data(), buf.size());
+            if (r <= 0) break;
+            got += static_cast<std::size_t>(r);
+        }
+    }
+    ::close(out);
+    int st;
+    ::waitpid(pid, &st, 0);
+    if (got != data.size()) std::abort();
+}
+
+} // namespace
+
+int main() {
+    bench::header();
+
+    const std::size_t n = 200;
+    const double raw = bench::seconds_per_op(
+        [](std::size_t k) {
+            for (std::size_t i = 0; i < k; ++i) raw_true_once();
+        },
+        n, 3);
+    const double ours =
+        bench::seconds_per_op([](std::size_t k) { conflux::run(conflux_true_seq(k)); }, n, 3);
+    bench::row("exec_file(\"/bin/true\") latency", ours, raw, "s", false,
+               bench::node_figure("process_execfile.js"));
+
+    const std::size_t m = 320;
+    const double raw_par = bench::ops_per_second([](std::size_t k) { raw_parallel(k, 32); }, m, 3);
+    const double ours_par =
+        bench::ops_per_second([](std::size_t k) { conflux::run(conflux_parallel(k, 32)); }, m, 3);
+    bench::row("spawns/s, 32 in flight", ours_par, raw_par, "/s", true,
+               bench::node_figure("process_execfile.js", {"parallel"}));
+
+    {
+        // 1 GiB touched: a fork() would copy its page tables; clone(CLONE_VM) does not.
+        const double small =
+            bench::seconds_per_op([](std::size_t k) { conflux::run(conflux_true_seq(k)); }, 100, 3);
+        const std::size_t big = std::size_t(1) << 30;
+        std::unique_ptr<char[]> heap(new char[big]);
+        for (std::size_t i = 0; i < big; i += 4096) heap[i] = static_cast<char>(i);
+        const double large =
+            bench::seconds_per_op([](std::size_t k) { conflux::run(conflux_true_seq(k)); }, 100, 3);
+        bench::row("spawn latency, 1 GiB heap vs small heap", large, small, "s", false);
+        volatile char sink = heap[big - 4096];
+        (void)sink;
+    }
+
+    const std::string data(64 * 1024 * 1024, 'x');
+    const double mb = static_cast<double>(data.size()) / 1e6;
+    const double raw_tp = mb / bench::best_seconds([&](std::size_t) { raw_cat(data); }, 1, 3);
+    const double ours_tp =
+        mb / bench::best_seconds([&](std::size_t) { conflux::run(conflux_cat(data)); }, 1, 3);
+    bench::row("64 MiB through cat (spawn streams)", ours_tp, raw_tp, "MB/s", true);
+    const double exec_tp =
+        mb / bench::best_seconds([&](std::size_t) { conflux::run(conflux_cat_exec(data)); }, 1, 3);
+    bench::row("64 MiB through cat (exec_file, captured)", exec_tp, raw_tp, "MB/s", true);
+    return 0;
+}
