@@ -18,6 +18,7 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,7 @@ struct spawn_plan {
     std::size_t fd_count = 0; // targets are 0 .. fd_count-1 in order, source -1 = closed
     const rlimit_assignment* rlimits = nullptr;
     std::size_t rlimit_count = 0;
+    int keep_fd = -1;         // above the targets; survives until exec (sanitizer builds)
     bool new_session = false; // setsid(): new session and process group
     bool new_group = false;   // setpgid(0, 0)
     bool set_uid = false;
@@ -200,7 +202,12 @@ CONFLUX_DETAIL_NO_SANITIZE inline int spawn_child_main(void* raw) noexcept {
     }
     // Only what was asked for survives the exec, whatever the parent left without O_CLOEXEC.
 #ifdef SYS_close_range
-    child_syscall(SYS_close_range, n, ~0U, 0);
+    if (plan.keep_fd > n) {
+        child_syscall(SYS_close_range, n, plan.keep_fd - 1, 0);
+        child_syscall(SYS_close_range, plan.keep_fd + 1, ~0U, 0);
+    } else {
+        child_syscall(SYS_close_range, n, ~0U, 0);
+    }
 #endif
 
     if (plan.set_uid || plan.set_gid) {
@@ -254,21 +261,29 @@ struct spawn_failure {
 /// Starts the child described by `plan`. Returns the pid and pidfd, or fills `failure` (the
 /// failed child is already reaped) and returns pid -1. Throws `std::system_error` when
 /// clone() itself fails.
+#if defined(__SANITIZE_THREAD__)
+#define CONFLUX_DETAIL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CONFLUX_DETAIL_TSAN 1
+#endif
+#endif
+
 inline spawned clone_spawn(const spawn_plan& plan, spawn_failure& failure) {
+    spawn_report report;
+    int pidfd = -1;
+    sigset_t all, old;
+    ::sigfillset(&all);
+#ifndef CONFLUX_DETAIL_TSAN
     // The child's stack: small, and released as soon as the child has exec'd or exited.
     constexpr std::size_t stack_size = 64 * 1024;
     void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) throw_errno("spawn", "mmap child stack");
-
-    spawn_report report;
     spawn_child_args args{&plan, &report};
-    int pidfd = -1;
 
     // Block every signal so no handler of this process runs in the child before it has
     // reset the dispositions; the child unblocks them right before execve.
-    sigset_t all, old;
-    ::sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     // SIGCHLD as exit signal makes it an ordinary child for waitid(P_PIDFD).
     const int pid = ::clone(&spawn_child_main, static_cast<char*>(stack) + stack_size,
@@ -276,8 +291,51 @@ inline spawned clone_spawn(const spawn_plan& plan, spawn_failure& failure) {
     const int clone_errno = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     ::munmap(stack, stack_size);
-
     if (pid < 0) throw_system_error(clone_errno, "spawn", "clone");
+#else
+    // ThreadSanitizer treats clone() as fork() and cannot survive a CLONE_VM child, so
+    // sanitizer builds only take the classic route: fork, the report in a shared page, a
+    // close-on-exec pipe that reaches EOF at exec, and pidfd_open (race-free: the child
+    // cannot be reaped before we have its pidfd).
+    void* page = ::mmap(nullptr, sizeof(spawn_report), PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) throw_errno("spawn", "mmap");
+    auto* shared = new (page) spawn_report();
+    int sync[2];
+    if (::pipe2(sync, O_CLOEXEC) != 0) {
+        ::munmap(page, sizeof(spawn_report));
+        throw_errno("spawn", "pipe");
+    }
+    if (sync[1] <= static_cast<int>(plan.fd_count)) {
+        const int high = ::fcntl(sync[1], F_DUPFD_CLOEXEC, static_cast<int>(plan.fd_count) + 1);
+        ::close(sync[1]);
+        sync[1] = high;
+    }
+    spawn_plan with_sync = plan;
+    with_sync.keep_fd = sync[1];
+    spawn_child_args args{&with_sync, shared};
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    const int pid = static_cast<int>(::fork());
+    if (pid == 0) {
+        ::close(sync[0]);
+        spawn_child_main(&args);
+    }
+    const int clone_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    ::close(sync[1]);
+    if (pid > 0) {
+        char byte;
+        while (::read(sync[0], &byte, 1) < 0 && errno == EINTR) {
+        }
+        pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+        if (pidfd >= 0) ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    }
+    ::close(sync[0]);
+    report.step = shared->step;
+    report.error = shared->error;
+    ::munmap(page, sizeof(spawn_report));
+    if (pid < 0) throw_system_error(clone_errno, "spawn", "fork");
+#endif
 
     spawned out;
     out.pid = pid;
