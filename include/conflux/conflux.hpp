@@ -3,6 +3,8 @@
 /// The whole public API of conflux. See docs/ for a guide per feature.
 
 #include <conflux/atomic_view.hpp>
+#include <conflux/buffer.hpp>
+#include <conflux/channel.hpp>
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/executor.hpp>

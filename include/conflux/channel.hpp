@@ -1,0 +1,647 @@
+#pragma once
+
+#include <conflux/buffer.hpp>
+#include <conflux/error.hpp>
+#include <conflux/executor.hpp>
+#include <conflux/task.hpp>
+#include <conflux/detail/waiter_list.hpp>
+
+#include <atomic>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+namespace conflux {
+
+/// Thrown by a send on a channel that is (or becomes, while the sender waits) closed.
+class channel_closed : public error {
+public:
+    channel_closed() : error("conflux::channel: send on a closed channel") {}
+};
+
+template <class T>
+class channel;
+
+namespace detail {
+
+template <class T>
+struct channel_receive_node : waiter_node {
+    std::optional<T>* slot = nullptr;
+};
+
+template <class T>
+struct channel_send_node : waiter_node {
+    T* value = nullptr;
+    bool closed = false;
+};
+
+template <class... T>
+class select_awaiter;
+
+inline any_executor require_executor(const char* operation) {
+    any_executor e = current_executor();
+    if (!e) {
+        throw std::logic_error(std::string("conflux: ") + operation +
+                               " must be awaited on an event_loop or thread_pool thread");
+    }
+    return e;
+}
+
+} // namespace detail
+
+/// A multi-producer, multi-consumer queue of `T` between coroutines and threads: Go's
+/// channel, and the safe-across-threads counterpart of Node.js's `MessageChannel`.
+///
+/// - `channel<T>(capacity)`: a sender waits while `capacity` values are queued
+///   (back-pressure); capacity 0 is a rendezvous (each send waits for its receiver), and
+///   `channel<T>::unbounded` never makes a sender wait.
+/// - `co_await send(v)` / `co_await receive()` for coroutines, `try_send` / `try_receive`
+///   that never wait, `blocking_send` / `blocking_receive` for plain threads.
+/// - `close()`: receivers drain what is queued, then get `std::nullopt`; waiting and later
+///   senders get `channel_closed`. Closing twice is a no-op.
+///
+/// Every member is thread-safe. Values are moved, never copied, and values hand over in FIFO
+/// order; waiting senders and receivers are served first come, first served. A waiting
+/// coroutine resumes on the executor it was running on, never inline in another party's call
+/// and never under the channel's lock. A wait cancelled through its stop token throws
+/// `operation_cancelled` and neither loses nor duplicates a value: a wait ends either with
+/// a value or cancelled, never both.
+///
+/// The channel must outlive every wait on it. Immovable.
+///
+/// ```
+/// conflux::channel<int> ch(16);
+/// co_await ch.send(1);
+/// while (auto v = co_await ch.receive()) use(*v);   // until closed and drained
+/// ```
+template <class T>
+class channel {
+    static_assert(std::is_nothrow_move_constructible_v<T>,
+                  "conflux::channel<T>: T must be nothrow move constructible (values are handed "
+                  "over under the channel's lock)");
+    static_assert(!std::is_reference_v<T>, "conflux::channel<T>: T must be a value type");
+
+    using receive_node = detail::channel_receive_node<T>;
+    using send_node = detail::channel_send_node<T>;
+
+public:
+    using value_type = T;
+
+    /// The capacity of a channel whose senders never wait.
+    static constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
+
+    /// A channel holding up to `capacity` values (0: rendezvous; `unbounded`).
+    explicit channel(std::size_t capacity) : m_capacity(capacity) {}
+
+    channel(const channel&) = delete;
+    channel& operator=(const channel&) = delete;
+
+    std::size_t capacity() const noexcept { return m_capacity; }
+
+    /// Values queued right now (a snapshot).
+    std::size_t size() const {
+        std::lock_guard lock(m_mutex);
+        return m_queue.size();
+    }
+
+    bool closed() const {
+        std::lock_guard lock(m_mutex);
+        return m_closed;
+    }
+
+    class send_awaiter;
+    class receive_awaiter;
+
+    /// Awaitable: queues `value`, or hands it to a waiting receiver; waits while the channel
+    /// is full. Resumes on the awaiting coroutine's executor. Throws `channel_closed` if the
+    /// channel is or gets closed first (the value is dropped), `operation_cancelled` when
+    /// `token` — by default the coroutine's inherited stop token — is stopped first (the
+    /// value was not sent), `std::logic_error` when awaited outside an executor, and
+    /// `conflux::error` for a detached `buffer`.
+    [[nodiscard]] send_awaiter send(T value, std::stop_token token = {}) {
+        check_sendable(value);
+        return send_awaiter(*this, std::move(value), std::move(token));
+    }
+
+    /// Awaitable: the next value, or `std::nullopt` once the channel is closed and drained.
+    /// Resumes on the awaiting coroutine's executor. Throws `operation_cancelled` when
+    /// `token` (by default the inherited stop token) is stopped first (no value was taken),
+    /// `std::logic_error` when awaited outside an executor.
+    [[nodiscard]] receive_awaiter receive(std::stop_token token = {}) {
+        return receive_awaiter(*this, std::move(token));
+    }
+
+    /// Sends without waiting: true if `value` was queued or handed to a receiver (and moved
+    /// from), false if the channel is full (`value` is left untouched). Throws
+    /// `channel_closed` on a closed channel.
+    bool try_send(T&& value) {
+        check_sendable(value);
+        detail::wake_list wake;
+        std::lock_guard lock(m_mutex);
+        return send_locked(value, wake);
+    }
+
+    bool try_send(const T& value)
+        requires std::is_copy_constructible_v<T>
+    {
+        T copy(value);
+        return try_send(std::move(copy));
+    }
+
+    /// Receives without waiting: a value, or `std::nullopt` when none is ready (check
+    /// `closed()` to tell an empty channel from a finished one).
+    std::optional<T> try_receive() {
+        std::optional<T> out;
+        detail::wake_list wake;
+        std::lock_guard lock(m_mutex);
+        take_locked(out, wake);
+        return out;
+    }
+
+    /// `send` for plain threads: blocks the calling thread (spinning briefly, then sleeping
+    /// on a futex) while the channel is full. Throws as `send` does. Never call it on an
+    /// event loop's thread: it would block the loop.
+    void blocking_send(T value, std::stop_token token = {}) {
+        check_sendable(value);
+        if (token.stop_requested()) throw operation_cancelled();
+        detail::wait_core core;
+        send_node node;
+        {
+            detail::wake_list wake;
+            std::lock_guard lock(m_mutex);
+            if (send_locked(value, wake)) return;
+            core.park.prepare_thread();
+            link_sender(node, core, &value);
+        }
+        block(core, node, token);
+        if (node.closed) throw channel_closed();
+    }
+
+    /// `receive` for plain threads: blocks while the channel is empty and open. Throws
+    /// `operation_cancelled` when `token` is stopped first.
+    std::optional<T> blocking_receive(std::stop_token token = {}) {
+        if (token.stop_requested()) throw operation_cancelled();
+        std::optional<T> out;
+        detail::wait_core core;
+        receive_node node;
+        {
+            detail::wake_list wake;
+            std::lock_guard lock(m_mutex);
+            if (take_locked(out, wake)) return out;
+            core.park.prepare_thread();
+            link_receiver(node, core, &out);
+        }
+        block(core, node, token);
+        return out;
+    }
+
+    /// Closes the channel: queued values stay receivable; waiting receivers get
+    /// `std::nullopt`, waiting senders `channel_closed`. Idempotent. Thread-safe.
+    void close() noexcept {
+        detail::wake_list wake;
+        std::lock_guard lock(m_mutex);
+        if (m_closed) return;
+        m_closed = true;
+        while (send_node* s = claim_sender_locked()) {
+            s->closed = true;
+            wake.push(s);
+        }
+        while (receive_node* r = claim_receiver_locked()) wake.push(r);
+        note_handoff(wake);
+    }
+
+    // ---------------------------------------------------------------------------------------
+
+    class send_awaiter {
+    public:
+        send_awaiter(channel& ch, T&& value, std::stop_token token) noexcept
+            : m_channel(ch), m_value(std::move(value)), m_token(std::move(token)) {}
+        send_awaiter(const send_awaiter&) = delete;
+        send_awaiter& operator=(const send_awaiter&) = delete;
+        ~send_awaiter() { m_channel.abandon(m_pending, m_core, m_node, m_callback); }
+
+        bool await_ready() const noexcept { return false; }
+
+        template <class Promise>
+        bool await_suspend(std::coroutine_handle<Promise> h) {
+            if (!m_token.stop_possible()) m_token = detail::stop_token_of(h);
+            if (m_token.stop_requested()) {
+                m_early = early::cancelled;
+                return false;
+            }
+            const any_executor resume_on = detail::require_executor("conflux::channel::send");
+            detail::wake_list wake;
+            {
+                std::lock_guard lock(m_channel.m_mutex);
+                if (m_channel.m_closed) {
+                    m_early = early::closed;
+                    return false;
+                }
+                if (m_channel.send_locked(m_value, wake)) {
+                    m_early = early::done;
+                    return false;
+                }
+                m_core.park.prepare(h, resume_on);
+                m_channel.link_sender(m_node, m_core, &m_value);
+                m_pending = true;
+            }
+            return m_channel.finish_suspend(m_core, m_node, m_token, m_callback);
+        }
+
+        void await_resume() {
+            m_callback.reset();
+            m_pending = false;
+            if (m_early == early::cancelled) throw operation_cancelled();
+            if (m_early == early::closed) throw channel_closed();
+            if (m_early == early::done) return;
+            if (m_core.winner() == detail::wait_core::cancelled) throw operation_cancelled();
+            if (m_node.closed) throw channel_closed();
+        }
+
+    private:
+        enum class early { none, done, closed, cancelled };
+        channel& m_channel;
+        T m_value;
+        std::stop_token m_token;
+        early m_early = early::none;
+        bool m_pending = false;
+        detail::wait_core m_core;
+        send_node m_node;
+        std::optional<std::stop_callback<detail::cancel_wait>> m_callback;
+    };
+
+    class receive_awaiter {
+    public:
+        receive_awaiter(channel& ch, std::stop_token token) noexcept
+            : m_channel(ch), m_token(std::move(token)) {}
+        receive_awaiter(const receive_awaiter&) = delete;
+        receive_awaiter& operator=(const receive_awaiter&) = delete;
+        ~receive_awaiter() { m_channel.abandon(m_pending, m_core, m_node, m_callback); }
+
+        bool await_ready() const noexcept { return false; }
+
+        template <class Promise>
+        bool await_suspend(std::coroutine_handle<Promise> h) {
+            if (!m_token.stop_possible()) m_token = detail::stop_token_of(h);
+            if (m_token.stop_requested()) {
+                m_cancelled_early = true;
+                return false;
+            }
+            const any_executor resume_on = detail::require_executor("conflux::channel::receive");
+            detail::wake_list wake;
+            {
+                std::lock_guard lock(m_channel.m_mutex);
+                if (m_channel.take_locked(m_slot, wake)) return false;
+                m_core.park.prepare(h, resume_on);
+                m_channel.link_receiver(m_node, m_core, &m_slot);
+                m_pending = true;
+            }
+            return m_channel.finish_suspend(m_core, m_node, m_token, m_callback);
+        }
+
+        std::optional<T> await_resume() {
+            m_callback.reset();
+            m_pending = false;
+            if (m_cancelled_early || m_core.winner() == detail::wait_core::cancelled) {
+                throw operation_cancelled();
+            }
+            return std::move(m_slot);
+        }
+
+    private:
+        channel& m_channel;
+        std::stop_token m_token;
+        bool m_cancelled_early = false;
+        bool m_pending = false;
+        std::optional<T> m_slot;
+        detail::wait_core m_core;
+        receive_node m_node;
+        std::optional<std::stop_callback<detail::cancel_wait>> m_callback;
+    };
+
+private:
+    template <class... U>
+    friend class detail::select_awaiter;
+
+    static void check_sendable([[maybe_unused]] const T& value) {
+        if constexpr (std::is_same_v<T, buffer>) {
+            if (value.detached()) {
+                throw error("conflux::channel: cannot send a detached buffer (it was already "
+                            "transferred)");
+            }
+        }
+    }
+
+    static void withdraw_sender(detail::waiter_node* n) noexcept {
+        auto* self = static_cast<channel*>(n->owner);
+        std::lock_guard lock(self->m_mutex);
+        self->m_senders.remove(n);
+    }
+
+    static void withdraw_receiver(detail::waiter_node* n) noexcept {
+        auto* self = static_cast<channel*>(n->owner);
+        std::lock_guard lock(self->m_mutex);
+        self->m_receivers.remove(n);
+    }
+
+    void link_sender(send_node& node, detail::wait_core& core, T* value) noexcept {
+        node.core = &core;
+        node.index = 0;
+        node.owner = this;
+        node.withdraw = &withdraw_sender;
+        node.value = value;
+        m_senders.push_back(&node);
+    }
+
+    void link_receiver(receive_node& node, detail::wait_core& core, std::optional<T>* slot,
+                       std::uint32_t index = 0) noexcept {
+        node.core = &core;
+        node.index = index;
+        node.owner = this;
+        node.withdraw = &withdraw_receiver;
+        node.slot = slot;
+        m_receivers.push_back(&node);
+    }
+
+    // Pops the first waiting sender whose wait can still be claimed; the ones already claimed
+    // elsewhere (cancelled) are unlinked on the way. Under the lock.
+    send_node* claim_sender_locked() noexcept {
+        while (detail::waiter_node* n = m_senders.front()) {
+            m_senders.remove(n);
+            if (n->core->try_claim(n->index)) return static_cast<send_node*>(n);
+        }
+        return nullptr;
+    }
+
+    receive_node* claim_receiver_locked() noexcept {
+        while (detail::waiter_node* n = m_receivers.front()) {
+            m_receivers.remove(n);
+            if (n->core->try_claim(n->index)) return static_cast<receive_node*>(n);
+        }
+        return nullptr;
+    }
+
+    // Under the lock: sends `value` (moving from it) if a receiver waits or there is room;
+    // false if the channel is full. Throws channel_closed.
+    bool send_locked(T& value, detail::wake_list& wake) {
+        if (m_closed) throw channel_closed();
+        if (receive_node* r = claim_receiver_locked()) {
+            r->slot->emplace(std::move(value));
+            wake.push(r);
+            note_handoff(wake);
+            return true;
+        }
+        if (m_queue.size() < m_capacity) {
+            m_queue.push_back(std::move(value));
+            return true;
+        }
+        return false;
+    }
+
+    // Under the lock: takes the next value into `out` (refilling the queue from a waiting
+    // sender); true if it did or the channel is closed and drained, false if it must wait.
+    bool take_locked(std::optional<T>& out, detail::wake_list& wake) noexcept {
+        if (!m_queue.empty()) {
+            out.emplace(std::move(m_queue.front()));
+            m_queue.pop_front();
+            if (send_node* s = claim_sender_locked()) {
+                // A failure to allocate here has no one to report to; queues of bounded
+                // channels rarely allocate, and unbounded ones never have waiting senders.
+                m_queue.push_back(std::move(*s->value));
+                wake.push(s);
+                note_handoff(wake);
+            }
+            return true;
+        }
+        if (send_node* s = claim_sender_locked()) {
+            out.emplace(std::move(*s->value));
+            wake.push(s);
+            note_handoff(wake);
+            return true;
+        }
+        return m_closed;
+    }
+
+    // True when a value could be taken (or the end seen) without waiting. Under the lock.
+    bool ready_locked() const noexcept {
+        return !m_queue.empty() || !m_senders.empty() || m_closed;
+    }
+
+    // Remembers whether the last hand-off crossed threads: waiters on such a channel spin
+    // briefly before sleeping, and on a channel used within one thread they do not (the peer
+    // cannot run while they spin).
+    void note_handoff(const detail::wake_list& wake) noexcept {
+        if (!wake.empty()) m_spin.store(wake.remote(), std::memory_order_relaxed);
+    }
+
+    template <class Node>
+    bool finish_suspend(detail::wait_core& core, Node& node, const std::stop_token& token,
+                        std::optional<std::stop_callback<detail::cancel_wait>>& callback) {
+        if (token.stop_possible()) {
+            callback.emplace(token, detail::cancel_wait{&core, &node.self, 1});
+        }
+        return core.park.finish_suspend(m_spin.load(std::memory_order_relaxed));
+    }
+
+    void block(detail::wait_core& core, detail::waiter_node& node, const std::stop_token& token) {
+        std::optional<std::stop_callback<detail::cancel_wait>> callback;
+        if (token.stop_possible()) {
+            callback.emplace(token, detail::cancel_wait{&core, &node.self, 1});
+        }
+        core.park.block();
+        callback.reset();
+        if (core.winner() == detail::wait_core::cancelled) throw operation_cancelled();
+    }
+
+    // A waiting awaiter destroyed without being resumed (its coroutine frame destroyed, as
+    // when its event loop is torn down): withdraws it so the channel forgets it.
+    static void abandon(bool pending, detail::wait_core& core, detail::waiter_node& node,
+                        std::optional<std::stop_callback<detail::cancel_wait>>& callback) noexcept {
+        if (!pending) return;
+        callback.reset();
+        if (core.try_claim(detail::wait_core::cancelled)) node.withdraw(&node);
+    }
+
+    mutable std::mutex m_mutex;
+    std::deque<T> m_queue;
+    detail::waiter_list m_senders;
+    detail::waiter_list m_receivers;
+    const std::size_t m_capacity;
+    bool m_closed = false;
+    std::atomic<bool> m_spin{false};
+};
+
+} // namespace conflux
+
+namespace conflux {
+
+namespace detail {
+
+template <std::size_t N, class F>
+void with_index(std::size_t i, F&& f) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+        ((i == I ? (f(std::integral_constant<std::size_t, I>{}), 0) : 0), ...);
+    }(std::make_index_sequence<N>{});
+}
+
+/// The awaiter of `receive_any`: one wait linked into several channels' receiver lists; the
+/// first channel to claim it delivers, the others skip it.
+template <class... T>
+class select_awaiter {
+    static constexpr std::size_t count = sizeof...(T);
+
+public:
+    using result_type = std::variant<std::optional<T>...>;
+
+    explicit select_awaiter(std::stop_token token, channel<T>&... channels) noexcept
+        : m_channels(&channels...), m_token(std::move(token)) {
+        [&]<std::size_t... I>(std::index_sequence<I...>) {
+            ((m_node_ptrs[I] = &std::get<I>(m_nodes)), ...);
+        }(std::make_index_sequence<count>{});
+    }
+    select_awaiter(const select_awaiter&) = delete;
+    select_awaiter& operator=(const select_awaiter&) = delete;
+    ~select_awaiter() {
+        if (!m_pending) return;
+        m_callback.reset();
+        m_core.try_claim(wait_core::cancelled);
+        withdraw_all();
+    }
+
+    bool await_ready() const noexcept { return false; }
+
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        if (!m_token.stop_possible()) m_token = stop_token_of(h);
+        if (m_token.stop_requested()) {
+            m_cancelled_early = true;
+            return false;
+        }
+        m_core.park.prepare(h, require_executor("conflux::receive_any"));
+        // Rotate the starting channel so that a busy first channel cannot starve the others.
+        static std::atomic<unsigned> rotor{0};
+        const std::size_t start = rotor.fetch_add(1, std::memory_order_relaxed) % count;
+        bool spin = false;
+        for (;;) {
+            step_result outcome = step_result::linked;
+            for (std::size_t k = 0; k < count && outcome == step_result::linked; ++k) {
+                with_index<count>((start + k) % count, [&](auto index) {
+                    outcome = step<decltype(index)::value>();
+                    if (outcome == step_result::linked) {
+                        spin = spin || std::get<decltype(index)::value>(m_channels)
+                                           ->m_spin.load(std::memory_order_relaxed);
+                    }
+                });
+            }
+            if (outcome == step_result::won) {
+                withdraw_all();
+                return false;
+            }
+            if (outcome != step_result::retry) break;
+            // We claimed a channel whose waiting senders had all been cancelled meanwhile:
+            // nothing was taken. No stop callback exists yet, so only channels' completers
+            // can have seen the claim, and they skipped our nodes without handing anything
+            // over. Reopen, forget every node and start again.
+            m_core.claim.store(wait_core::open, std::memory_order_release);
+            withdraw_all();
+        }
+        m_pending = true;
+        if (m_token.stop_possible()) {
+            m_callback.emplace(m_token, cancel_wait{&m_core, m_node_ptrs, count});
+        }
+        return m_core.park.finish_suspend(spin);
+    }
+
+    result_type await_resume() {
+        m_callback.reset();
+        if (m_pending) {
+            withdraw_all();
+            m_pending = false;
+        }
+        if (m_cancelled_early) throw operation_cancelled();
+        const std::uint32_t winner = m_core.winner();
+        if (winner == wait_core::cancelled) throw operation_cancelled();
+        std::optional<result_type> out;
+        with_index<count>(winner, [&](auto index) {
+            constexpr std::size_t I = decltype(index)::value;
+            out.emplace(std::in_place_index<I>, std::move(std::get<I>(m_slots)));
+        });
+        return std::move(*out);
+    }
+
+private:
+    enum class step_result { linked, won, lost, retry };
+
+    template <std::size_t I>
+    step_result step() {
+        auto& ch = *std::get<I>(m_channels);
+        wake_list wake;
+        std::lock_guard lock(ch.m_mutex);
+        if (m_core.winner() != wait_core::open) return step_result::lost;
+        if (ch.ready_locked()) {
+            if (!m_core.try_claim(static_cast<std::uint32_t>(I))) return step_result::lost;
+            return ch.take_locked(std::get<I>(m_slots), wake) ? step_result::won
+                                                              : step_result::retry;
+        }
+        ch.link_receiver(std::get<I>(m_nodes), m_core, &std::get<I>(m_slots),
+                         static_cast<std::uint32_t>(I));
+        return step_result::linked;
+    }
+
+    void withdraw_all() noexcept {
+        for (waiter_node* n : m_node_ptrs) {
+            if (n->withdraw) n->withdraw(n);
+        }
+    }
+
+    std::tuple<channel<T>*...> m_channels;
+    std::tuple<channel_receive_node<T>...> m_nodes;
+    std::tuple<std::optional<T>...> m_slots;
+    waiter_node* m_node_ptrs[count] = {};
+    wait_core m_core;
+    std::stop_token m_token;
+    bool m_cancelled_early = false;
+    bool m_pending = false;
+    std::optional<std::stop_callback<cancel_wait>> m_callback;
+};
+
+} // namespace detail
+
+/// Waits on several channels at once (Go's `select` over receives) and takes exactly one
+/// value: the result's `index()` says which channel delivered, and its `std::optional` is
+/// empty when that channel is closed and drained. No value is ever lost: a channel that
+/// could not deliver to this wait keeps its value for other receivers.
+///
+/// Resumes on the awaiting coroutine's executor. Cancelled by `token` (or the inherited stop
+/// token) with `operation_cancelled`, taking nothing. Throws `std::logic_error` outside an
+/// executor. Every channel must outlive the wait.
+///
+/// ```
+/// auto r = co_await conflux::receive_any(jobs, control);
+/// if (r.index() == 0) handle(*std::get<0>(r));
+/// ```
+template <class... T>
+[[nodiscard]] detail::select_awaiter<T...> receive_any(channel<T>&... channels) {
+    static_assert(sizeof...(T) > 0, "conflux::receive_any needs at least one channel");
+    return detail::select_awaiter<T...>(std::stop_token{}, channels...);
+}
+
+/// `receive_any` cancelled by an explicit `token`.
+template <class... T>
+[[nodiscard]] detail::select_awaiter<T...> receive_any(std::stop_token token,
+                                                       channel<T>&... channels) {
+    static_assert(sizeof...(T) > 0, "conflux::receive_any needs at least one channel");
+    return detail::select_awaiter<T...>(std::move(token), channels...);
+}
+
+} // namespace conflux

@@ -1,0 +1,434 @@
+#include <conflux/buffer.hpp>
+#include <conflux/channel.hpp>
+#include <conflux/event_loop.hpp>
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/when_all.hpp>
+#include <conflux/when_any.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Runs `body` on an event loop of its own thread; the returned thread joins on destruction.
+template <class F>
+std::jthread loop_thread(F body) {
+    return std::jthread([body = std::move(body)]() mutable { conflux::run(body()); });
+}
+
+std::size_t scaled(std::size_t n) {
+    return std::max<std::size_t>(1, static_cast<std::size_t>(static_cast<double>(n) *
+                                                             conflux_test::stress_scale()));
+}
+
+} // namespace
+
+TEST_CASE("channel: values come out in order; try_send refuses when full") {
+    conflux::channel<int> ch(2);
+    CHECK(ch.capacity() == 2);
+    CHECK(ch.try_send(1));
+    CHECK(ch.try_send(2));
+    int three = 3;
+    CHECK_FALSE(ch.try_send(std::move(three)));
+    CHECK(ch.size() == 2);
+    CHECK(ch.try_receive() == 1);
+    CHECK(ch.try_receive() == 2);
+    CHECK_FALSE(ch.try_receive().has_value());
+    CHECK_FALSE(ch.closed());
+}
+
+TEST_CASE("channel: try_send leaves the value untouched when it fails") {
+    conflux::channel<std::string> ch(0);
+    std::string s = "keep me";
+    CHECK_FALSE(ch.try_send(std::move(s)));
+    CHECK(s == "keep me");
+}
+
+TEST_CASE("channel: a rendezvous send waits for its receiver") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<int> ch(0);
+    std::vector<std::string> log;
+    auto sender = [&]() -> conflux::task<> {
+        log.push_back("send");
+        co_await ch.send(7);
+        log.push_back("sent");
+    };
+    auto receiver = [&]() -> conflux::task<> {
+        co_await conflux::sleep_for(5ms);
+        log.push_back("receive");
+        auto v = co_await ch.receive();
+        CHECK(v == 7);
+    };
+    conflux::run(conflux::when_all(sender(), receiver()));
+    REQUIRE(log.size() == 3);
+    CHECK(log[0] == "send");
+    CHECK(log[1] == "receive");
+    CHECK(log[2] == "sent");
+}
+
+TEST_CASE("channel: close drains queued values, then ends; senders get channel_closed") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<int> ch(4);
+    auto body = [&]() -> conflux::task<> {
+        co_await ch.send(1);
+        co_await ch.send(2);
+        ch.close();
+        ch.close(); // a no-op
+        CHECK(ch.closed());
+        CHECK(co_await ch.receive() == 1);
+        CHECK(co_await ch.receive() == 2);
+        CHECK_FALSE((co_await ch.receive()).has_value());
+        CHECK_FALSE((co_await ch.receive()).has_value());
+        CHECK_THROWS_AS(co_await ch.send(3), conflux::channel_closed);
+        CHECK_THROWS_AS(ch.try_send(3), conflux::channel_closed);
+        CHECK_THROWS_AS(ch.blocking_send(3), conflux::channel_closed);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("channel: close wakes every waiting sender and receiver (R50)") {
+    conflux_test::watchdog dog(10s);
+    constexpr std::size_t capacity = 3;
+    conflux::channel<int> full(capacity);
+    conflux::channel<int> empty(capacity);
+    std::atomic<int> closed_senders{0};
+    std::atomic<int> ended_receivers{0};
+    auto fast_producer = [&]() -> conflux::task<> {
+        try {
+            for (int i = 0;; ++i) {
+                co_await full.send(i);
+                CHECK(full.size() <= capacity);
+            }
+        } catch (const conflux::channel_closed&) {
+            ++closed_senders;
+        }
+    };
+    auto idle_receiver = [&]() -> conflux::task<> {
+        auto v = co_await empty.receive();
+        CHECK_FALSE(v.has_value());
+        ++ended_receivers;
+    };
+    auto closer = [&]() -> conflux::task<> {
+        co_await conflux::sleep_for(20ms);
+        CHECK(full.size() == capacity);
+        full.close();
+        empty.close();
+    };
+    conflux::run(conflux::when_all(fast_producer(), fast_producer(), idle_receiver(),
+                                   idle_receiver(), closer()));
+    CHECK(closed_senders == 2);
+    CHECK(ended_receivers == 2);
+    // The values queued before the close are still there.
+    std::size_t drained = 0;
+    while (full.try_receive()) ++drained;
+    CHECK(drained == capacity);
+}
+
+TEST_CASE("channel: ping-pong between two loops on two threads") {
+    conflux_test::watchdog dog(30s);
+    const std::size_t rounds = scaled(20000);
+    conflux::channel<std::size_t> ping(0);
+    conflux::channel<std::size_t> pong(0);
+    auto echo = loop_thread([&]() -> conflux::task<> {
+        while (auto v = co_await ping.receive()) co_await pong.send(*v + 1);
+        pong.close();
+    });
+    auto body = [&]() -> conflux::task<std::size_t> {
+        std::size_t sum = 0;
+        for (std::size_t i = 0; i < rounds; ++i) {
+            co_await ping.send(i);
+            auto v = co_await pong.receive();
+            REQUIRE(v.has_value());
+            sum += *v - i;
+        }
+        ping.close();
+        CHECK_FALSE((co_await pong.receive()).has_value());
+        co_return sum;
+    };
+    CHECK(conflux::run(body()) == rounds);
+}
+
+TEST_CASE("channel: plain threads use the blocking forms") {
+    conflux_test::watchdog dog(30s);
+    const std::size_t n = scaled(50000);
+    conflux::channel<std::size_t> ch(8);
+    std::jthread producer([&] {
+        for (std::size_t i = 0; i < n; ++i) ch.blocking_send(i);
+        ch.close();
+    });
+    std::size_t expected = 0;
+    auto body = [&]() -> conflux::task<> {
+        while (auto v = co_await ch.receive()) {
+            CHECK(*v == expected);
+            ++expected;
+        }
+    };
+    conflux::run(body());
+    CHECK(expected == n);
+
+    conflux::channel<int> back(0);
+    std::jthread consumer([&] {
+        CHECK(back.blocking_receive() == 1);
+        CHECK_FALSE(back.blocking_receive().has_value());
+    });
+    back.blocking_send(1);
+    back.close();
+}
+
+TEST_CASE("channel: a blocking wait ends with operation_cancelled on its stop token") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<int> ch(0);
+    std::stop_source stop;
+    std::jthread t([&] {
+        CHECK_THROWS_AS(ch.blocking_receive(stop.get_token()), conflux::operation_cancelled);
+    });
+    std::this_thread::sleep_for(10ms);
+    stop.request_stop();
+    t.join();
+    CHECK_FALSE(ch.try_send(1)); // nobody waits any more
+}
+
+TEST_CASE("channel: receive and send are cancelled through the stop token") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<int> ch(0);
+    auto body = [&]() -> conflux::task<> {
+        auto r = co_await conflux::when_any(
+            [&]() -> conflux::task<int> { co_return (co_await ch.receive()).value_or(-1); }(),
+            conflux::sleep_for(10ms));
+        CHECK(r.index() == 1);
+        auto s = co_await conflux::when_any(
+            [&]() -> conflux::task<> { co_await ch.send(5); }(), conflux::sleep_for(10ms));
+        CHECK(s.index() == 1);
+        // The cancelled send did not leave its value behind, nor a waiter.
+        CHECK_FALSE(ch.try_receive().has_value());
+        std::stop_source stopped;
+        stopped.request_stop();
+        CHECK_THROWS_AS(co_await ch.receive(stopped.get_token()), conflux::operation_cancelled);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("channel: a cancel racing a send never loses nor duplicates a value") {
+    conflux_test::watchdog dog(60s);
+    const std::size_t iterations = scaled(100000);
+    conflux::channel<std::size_t> values(conflux::channel<std::size_t>::unbounded);
+    struct job {
+        std::size_t value;
+        std::stop_source* stop;
+    };
+    conflux::channel<job> jobs(1);
+    conflux::channel<int> done(1);
+    std::jthread racer([&] {
+        while (auto j = jobs.blocking_receive()) {
+            if (j->value % 2 == 0) {
+                values.try_send(std::size_t{j->value});
+                j->stop->request_stop();
+            } else {
+                j->stop->request_stop();
+                values.try_send(std::size_t{j->value});
+            }
+            done.blocking_send(1);
+        }
+    });
+    std::size_t received = 0;
+    std::size_t cancelled = 0;
+    std::size_t drained = 0;
+    auto body = [&]() -> conflux::task<> {
+        for (std::size_t i = 0; i < iterations; ++i) {
+            std::stop_source stop;
+            co_await jobs.send(job{i, &stop});
+            try {
+                auto v = co_await values.receive(stop.get_token());
+                REQUIRE(v == i);
+                ++received;
+            } catch (const conflux::operation_cancelled&) {
+                ++cancelled;
+            }
+            co_await done.receive();
+            // Whatever the wait did not take is still in the channel, exactly once.
+            while (auto v = values.try_receive()) {
+                REQUIRE(*v == i);
+                ++drained;
+            }
+        }
+        jobs.close();
+    };
+    conflux::run(body());
+    CHECK(received + drained == iterations);
+    CHECK(values.size() == 0);
+    MESSAGE("received " << received << ", cancelled " << cancelled);
+}
+
+TEST_CASE("channel: send A, send B, close across threads: B before the end (R49)") {
+    conflux_test::watchdog dog(60s);
+    const std::size_t rounds = scaled(10000);
+    for (std::size_t i = 0; i < rounds; ++i) {
+        conflux::channel<int> ch(i % 3);
+        std::jthread sender([&] {
+            ch.blocking_send(1);
+            ch.blocking_send(2);
+            ch.close();
+            CHECK_THROWS_AS(ch.blocking_send(3), conflux::channel_closed);
+        });
+        REQUIRE(ch.blocking_receive() == 1);
+        REQUIRE(ch.blocking_receive() == 2);
+        REQUIRE_FALSE(ch.blocking_receive().has_value());
+    }
+}
+
+TEST_CASE("channel: an endless ping-pong on one loop still lets timers fire (R52)") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<int> a(1);
+    conflux::channel<int> b(1);
+    std::atomic<bool> stop{false};
+    auto player = [&](conflux::channel<int>& in, conflux::channel<int>& out) -> conflux::task<> {
+        while (!stop) {
+            auto v = co_await in.receive();
+            if (!v) break;
+            co_await out.send(*v + 1);
+        }
+        out.close();
+    };
+    auto timer = [&]() -> conflux::task<> {
+        const auto start = std::chrono::steady_clock::now();
+        co_await conflux::sleep_for(10ms);
+        CHECK(std::chrono::steady_clock::now() - start < 2s);
+        stop = true;
+    };
+    auto body = [&]() -> conflux::task<> {
+        a.try_send(0);
+        co_await conflux::when_all(player(a, b), player(b, a), timer());
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("channel: a buffer moves through with its memory; the sender is detached (R53)") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<conflux::buffer> ch(1);
+    conflux::buffer b(1 << 20);
+    b.bytes()[0] = std::byte{42};
+    const std::byte* address = b.data();
+    std::jthread receiver([&] {
+        auto got = ch.blocking_receive();
+        REQUIRE(got.has_value());
+        CHECK(got->data() == address);
+        CHECK(got->size() == std::size_t{1} << 20);
+        CHECK(got->bytes()[0] == std::byte{42});
+    });
+    auto body = [&]() -> conflux::task<> {
+        co_await ch.send(std::move(b));
+        CHECK(b.detached());
+        CHECK(b.size() == 0);
+        CHECK(b.data() == nullptr);
+        CHECK_THROWS_AS(co_await ch.send(std::move(b)), conflux::error);
+        CHECK_THROWS_AS(ch.try_send(conflux::buffer{}), conflux::error);
+    };
+    conflux::run(body());
+    receiver.join();
+    ch.close();
+    conflux::buffer late(16);
+    CHECK_THROWS_AS(ch.blocking_send(std::move(late)), conflux::channel_closed);
+}
+
+TEST_CASE("receive_any takes exactly one value from whichever channel has one") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<int> numbers(4);
+    conflux::channel<std::string> words(4);
+    auto body = [&]() -> conflux::task<> {
+        co_await words.send("hello");
+        auto r = co_await conflux::receive_any(numbers, words);
+        REQUIRE(r.index() == 1);
+        CHECK(std::get<1>(r) == "hello");
+        numbers.close();
+        auto r2 = co_await conflux::receive_any(numbers, words);
+        REQUIRE(r2.index() == 0);
+        CHECK_FALSE(std::get<0>(r2).has_value());
+        // Waits, then wakes for a value sent from another thread.
+        std::jthread later([&] {
+            std::this_thread::sleep_for(5ms);
+            words.blocking_send("late");
+        });
+        conflux::channel<int> idle(0);
+        auto r3 = co_await conflux::receive_any(idle, words);
+        REQUIRE(r3.index() == 1);
+        CHECK(std::get<1>(r3) == "late");
+        auto r4 = co_await conflux::when_any(
+            [&]() -> conflux::task<> { co_await conflux::receive_any(idle); }(),
+            conflux::sleep_for(5ms));
+        CHECK(r4.index() == 1);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("receive_any with cancellations loses nothing across threads") {
+    conflux_test::watchdog dog(60s);
+    const std::size_t per_producer = scaled(20000);
+    conflux::channel<std::size_t> a(2);
+    conflux::channel<std::size_t> b(0);
+    std::atomic<std::size_t> sent_sum{0};
+    auto produce = [&](conflux::channel<std::size_t>& ch, std::size_t base) {
+        return std::jthread([&ch, base, per_producer, &sent_sum] {
+            for (std::size_t i = 0; i < per_producer; ++i) {
+                ch.blocking_send(base + i);
+                sent_sum += base + i;
+            }
+            ch.close();
+        });
+    };
+    auto pa = produce(a, 1);
+    auto pb = produce(b, 1000000000);
+    std::size_t got_sum = 0;
+    std::size_t got = 0;
+    std::size_t timeouts = 0;
+    auto body = [&]() -> conflux::task<> {
+        bool a_open = true;
+        bool b_open = true;
+        std::size_t turn = 0;
+        while (a_open || b_open) {
+            std::stop_source stop;
+            if (++turn % 7 == 0) stop.request_stop(); // some waits are cancelled at once
+            try {
+                using both = std::variant<std::optional<std::size_t>, std::optional<std::size_t>>;
+                both r;
+                if (a_open && b_open) {
+                    r = co_await conflux::receive_any(stop.get_token(), a, b);
+                } else if (a_open) {
+                    r = both(std::in_place_index<0>, co_await a.receive());
+                } else {
+                    r = both(std::in_place_index<1>, co_await b.receive());
+                }
+                auto& v = r.index() == 0 ? std::get<0>(r) : std::get<1>(r);
+                if (!v) {
+                    (r.index() == 0 ? a_open : b_open) = false;
+                    continue;
+                }
+                got_sum += *v;
+                ++got;
+            } catch (const conflux::operation_cancelled&) {
+                ++timeouts;
+            }
+        }
+    };
+    conflux::run(body());
+    pa.join();
+    pb.join();
+    CHECK(got == 2 * per_producer);
+    CHECK(got_sum == sent_sum.load());
+    CHECK(timeouts > 0);
+}
