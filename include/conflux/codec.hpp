@@ -1,0 +1,580 @@
+#pragma once
+
+#include <conflux/error.hpp>
+#include <conflux/detail/codec_aggregate.hpp>
+#include <conflux/detail/unique_fd.hpp>
+
+#include <array>
+#include <bit>
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace conflux {
+
+/// Malformed, truncated, oversized or otherwise untrustworthy IPC input, or a message that
+/// cannot be encoded. On a channel it closes that channel; the process keeps running.
+class ipc_error : public error {
+public:
+    using error::error;
+};
+
+/// Bounds that decoding enforces before trusting anything it reads.
+struct codec_limits {
+    /// Largest frame (encoded message) accepted: checked against the frame header before
+    /// anything of that size is allocated. Default 64 MiB.
+    std::size_t max_message_size = std::size_t(64) << 20;
+    /// Deepest nesting of containers, optionals, variants and aggregates.
+    std::size_t max_depth = 64;
+};
+
+/// An owned file descriptor that travels inside an IPC message as a descriptor (SCM_RIGHTS),
+/// not as bytes: the receiver gets its own descriptor (close-on-exec) for the same open file.
+/// Move-only; closes what it holds.
+class file_descriptor {
+public:
+    file_descriptor() noexcept = default;
+    /// Takes ownership of `fd`.
+    explicit file_descriptor(int fd) noexcept : m_fd(fd) {}
+    /// A close-on-exec duplicate of `fd`, which stays the caller's. Throws `std::system_error`.
+    static file_descriptor duplicate(int fd) {
+        const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (d < 0) throw_errno_dup(fd);
+        return file_descriptor(d);
+    }
+
+    int get() const noexcept { return m_fd.get(); }
+    explicit operator bool() const noexcept { return static_cast<bool>(m_fd); }
+    /// Gives up ownership; the caller closes the result.
+    int release() noexcept { return m_fd.release(); }
+    void reset(int fd = -1) noexcept { m_fd.reset(fd); }
+
+private:
+    [[noreturn]] static void throw_errno_dup(int fd);
+    detail::unique_fd m_fd;
+};
+
+/// Where `codec<T>::encode` writes: bytes, plus descriptors that travel beside them.
+class byte_writer {
+public:
+    /// Appends to `out`; without `fds` any descriptor in the message is an `ipc_error`.
+    explicit byte_writer(std::vector<std::byte>& out, std::vector<file_descriptor>* fds = nullptr,
+                         std::size_t max_depth = codec_limits{}.max_depth) noexcept
+        : m_out(&out), m_fds(fds), m_max_depth(max_depth) {}
+
+    void write(const void* data, std::size_t n) {
+        if (n == 0) return;
+        const std::size_t at = m_out->size();
+        m_out->resize(at + n);
+        std::memcpy(m_out->data() + at, data, n);
+    }
+    void write(std::span<const std::byte> bytes) { write(bytes.data(), bytes.size()); }
+
+    /// The object representation of a trivially copyable value (host byte order: both ends
+    /// of a channel run on the same machine).
+    template <class T>
+    requires std::is_trivially_copyable_v<T>
+    void write_raw(const T& v) { write(&v, sizeof(T)); }
+
+    /// A length or count: LEB128, 1 byte below 128.
+    void write_size(std::uint64_t n) {
+        std::byte buf[10];
+        std::size_t len = 0;
+        do {
+            auto b = static_cast<std::uint8_t>(n & 0x7f);
+            n >>= 7;
+            if (n != 0) b |= 0x80;
+            buf[len++] = std::byte{b};
+        } while (n != 0);
+        write(buf, len);
+    }
+
+    /// Attaches a duplicate of `fd` to the message and writes its index. Throws `ipc_error`
+    /// when this writer carries no descriptors (plain `encode`), `std::system_error` when
+    /// `fd` is not open.
+    void write_fd(int fd) {
+        if (m_fds == nullptr) {
+            throw ipc_error("conflux::codec: a descriptor can only travel over an IPC channel");
+        }
+        m_fds->push_back(file_descriptor::duplicate(fd));
+        write_size(m_fds->size() - 1);
+    }
+
+    /// Counts one level of nesting for the scope of the returned guard.
+    [[nodiscard]] auto nest() {
+        if (++m_depth > m_max_depth) {
+            --m_depth;
+            throw ipc_error("conflux::codec: message nested deeper than " +
+                            std::to_string(m_max_depth) + " levels");
+        }
+        struct guard {
+            std::size_t* depth;
+            ~guard() { --*depth; }
+        };
+        return guard{&m_depth};
+    }
+
+    std::size_t size() const noexcept { return m_out->size(); }
+
+private:
+    std::vector<std::byte>* m_out;
+    std::vector<file_descriptor>* m_fds;
+    std::size_t m_max_depth;
+    std::size_t m_depth = 0;
+};
+
+/// Where `codec<T>::decode` reads from: one frame's bytes and descriptors. Every read is
+/// checked against what is left of the frame; nothing read is trusted.
+class byte_reader {
+public:
+    explicit byte_reader(std::span<const std::byte> data, codec_limits limits = {},
+                         std::span<file_descriptor> fds = {}) noexcept
+        : m_data(data), m_fds(fds), m_limits(limits) {}
+
+    std::size_t remaining() const noexcept { return m_data.size() - m_pos; }
+    const codec_limits& limits() const noexcept { return m_limits; }
+
+    /// The next `n` bytes; `ipc_error` when the frame holds fewer.
+    std::span<const std::byte> read(std::size_t n) {
+        if (n > remaining()) fail("truncated message");
+        auto out = m_data.subspan(m_pos, n);
+        m_pos += n;
+        return out;
+    }
+
+    template <class T>
+    requires std::is_trivially_copyable_v<T> T read_raw() {
+        T v;
+        std::memcpy(&v, read(sizeof(T)).data(), sizeof(T));
+        return v;
+    }
+
+    std::uint64_t read_size() {
+        std::uint64_t v = 0;
+        for (unsigned shift = 0; shift < 64; shift += 7) {
+            const auto b = std::to_integer<std::uint8_t>(read(1)[0]);
+            if (shift == 63 && (b & 0x7e) != 0) fail("length overflows 64 bits");
+            v |= std::uint64_t(b & 0x7f) << shift;
+            if ((b & 0x80) == 0) return v;
+        }
+        fail("length overflows 64 bits");
+    }
+
+    /// A count of elements each encoded in at least `min_element_size` bytes, checked
+    /// against the rest of the frame so that a lying count cannot make anything allocate.
+    std::size_t read_count(std::size_t min_element_size) {
+        const std::uint64_t n = read_size();
+        const std::size_t bound =
+            min_element_size == 0 ? m_limits.max_message_size : remaining() / min_element_size;
+        if (n > bound) fail("element count " + std::to_string(n) + " exceeds the message");
+        return static_cast<std::size_t>(n);
+    }
+
+    /// Takes the descriptor whose index comes next. `ipc_error` for an index out of range or
+    /// a descriptor taken twice.
+    file_descriptor read_fd() {
+        const std::uint64_t i = read_size();
+        if (i >= m_fds.size() || !m_fds[i]) fail("bad descriptor index");
+        return std::move(m_fds[i]);
+    }
+
+    [[nodiscard]] auto nest() {
+        if (++m_depth > m_limits.max_depth) {
+            --m_depth;
+            fail("nested deeper than " + std::to_string(m_limits.max_depth) + " levels");
+        }
+        struct guard {
+            std::size_t* depth;
+            ~guard() { --*depth; }
+        };
+        return guard{&m_depth};
+    }
+
+    [[noreturn]] static void fail(const std::string& why) {
+        throw ipc_error("conflux::codec: malformed message: " + why);
+    }
+
+private:
+    std::span<const std::byte> m_data;
+    std::size_t m_pos = 0;
+    std::span<file_descriptor> m_fds;
+    codec_limits m_limits;
+    std::size_t m_depth = 0;
+};
+
+/// How values of `T` are encoded into a message and decoded from one: specialise it for
+/// your types, as `fmt::formatter`.
+///
+/// ```
+/// template <> struct conflux::codec<point> {
+///     static constexpr std::size_t min_size = 8;   // optional: fewest bytes of an encoding
+///     static void encode(conflux::byte_writer& w, const point& p) {
+///         conflux::encode_value(w, p.x); conflux::encode_value(w, p.y);
+///     }
+///     static point decode(conflux::byte_reader& r) {
+///         return {conflux::decode_value<int>(r), conflux::decode_value<int>(r)};
+///     }
+/// };
+/// ```
+/// Built in: arithmetic types, enums, `std::string`, `std::vector`, `std::array`,
+/// `std::optional`, `std::variant`, `std::map`, `std::unordered_map`, `std::pair`,
+/// `std::tuple`, `std::chrono::duration`/`time_point`, `file_descriptor`, and plain aggregates
+/// of up to 16 public fields (no macro). `decode` throws `ipc_error` on malformed input.
+template <class T>
+struct codec;
+
+/// Types `codec` can encode and decode.
+template <class T>
+concept encodable = requires(byte_writer& w, byte_reader& r, const T& v) {
+    codec<T>::encode(w, v);
+    { codec<T>::decode(r) } -> std::same_as<T>;
+};
+
+namespace detail {
+template <class T>
+constexpr std::size_t min_encoded_size() {
+    if constexpr (requires { codec<T>::min_size; }) {
+        return codec<T>::min_size;
+    } else {
+        return 0;
+    }
+}
+} // namespace detail
+
+/// Encodes `v` with `codec<T>` (for use inside `codec` specialisations).
+template <class T>
+void encode_value(byte_writer& w, const T& v) {
+    static_assert(encodable<T>, "conflux: no codec<T> for this type: specialise "
+                                "conflux::codec<T> (encode/decode), or make it a plain "
+                                "aggregate of encodable public fields");
+    codec<T>::encode(w, v);
+}
+
+/// Decodes a `T` with `codec<T>` (for use inside `codec` specialisations).
+template <class T>
+T decode_value(byte_reader& r) {
+    static_assert(encodable<T>, "conflux: no codec<T> for this type: specialise "
+                                "conflux::codec<T> (encode/decode), or make it a plain "
+                                "aggregate of encodable public fields");
+    return codec<T>::decode(r);
+}
+
+/// The encoding of `v` alone (no frame, no descriptors: a descriptor inside throws
+/// `ipc_error`).
+template <class T>
+std::vector<std::byte> encode(const T& v) {
+    std::vector<std::byte> out;
+    byte_writer w(out);
+    encode_value(w, v);
+    return out;
+}
+
+/// Decodes a whole `T` from `bytes`; `ipc_error` when malformed, truncated, nested too deep
+/// or followed by extra bytes.
+template <class T>
+T decode(std::span<const std::byte> bytes, codec_limits limits = {}) {
+    if (bytes.size() > limits.max_message_size) byte_reader::fail("larger than max_message_size");
+    byte_reader r(bytes, limits);
+    T v = decode_value<T>(r);
+    if (r.remaining() != 0) byte_reader::fail("trailing bytes after the value");
+    return v;
+}
+
+// ---- built-in codecs ---------------------------------------------------------------------
+
+template <>
+struct codec<bool> {
+    static constexpr std::size_t min_size = 1;
+    static void encode(byte_writer& w, bool v) { w.write_raw(std::uint8_t(v ? 1 : 0)); }
+    static bool decode(byte_reader& r) {
+        const auto b = r.read_raw<std::uint8_t>();
+        if (b > 1) byte_reader::fail("bool is neither 0 nor 1");
+        return b == 1;
+    }
+};
+
+template <class T>
+requires(std::is_arithmetic_v<T> && !std::same_as<T, bool>) struct codec<T> {
+    static constexpr std::size_t min_size = sizeof(T);
+    static void encode(byte_writer& w, T v) { w.write_raw(v); }
+    static T decode(byte_reader& r) { return r.read_raw<T>(); }
+};
+
+template <class T>
+requires std::is_enum_v<T>
+struct codec<T> {
+    using underlying = std::underlying_type_t<T>;
+    static constexpr std::size_t min_size = sizeof(underlying);
+    static void encode(byte_writer& w, T v) { w.write_raw(static_cast<underlying>(v)); }
+    static T decode(byte_reader& r) { return static_cast<T>(r.read_raw<underlying>()); }
+};
+
+template <>
+struct codec<std::byte> {
+    static constexpr std::size_t min_size = 1;
+    static void encode(byte_writer& w, std::byte v) { w.write_raw(v); }
+    static std::byte decode(byte_reader& r) { return r.read_raw<std::byte>(); }
+};
+
+template <class Char, class Traits, class Alloc>
+struct codec<std::basic_string<Char, Traits, Alloc>> {
+    using string = std::basic_string<Char, Traits, Alloc>;
+    static constexpr std::size_t min_size = 1;
+    static void encode(byte_writer& w, const string& s) {
+        w.write_size(s.size());
+        w.write(s.data(), s.size() * sizeof(Char));
+    }
+    static string decode(byte_reader& r) {
+        const std::size_t n = r.read_count(sizeof(Char));
+        auto bytes = r.read(n * sizeof(Char));
+        string s(n, Char());
+        if (n != 0) std::memcpy(s.data(), bytes.data(), bytes.size());
+        return s;
+    }
+};
+
+namespace detail {
+template <class T>
+concept bulk_element =
+    (std::is_arithmetic_v<T> && !std::same_as<T, bool>) || std::same_as<T, std::byte>;
+}
+
+template <class T, class Alloc>
+struct codec<std::vector<T, Alloc>> {
+    static constexpr std::size_t min_size = 1;
+    static void encode(byte_writer& w, const std::vector<T, Alloc>& v) {
+        w.write_size(v.size());
+        if constexpr (detail::bulk_element<T>) {
+            w.write(v.data(), v.size() * sizeof(T));
+        } else {
+            auto guard = w.nest();
+            for (const auto& e : v) encode_value<T>(w, e);
+        }
+    }
+    static std::vector<T, Alloc> decode(byte_reader& r) {
+        const std::size_t n = r.read_count(detail::min_encoded_size<T>());
+        std::vector<T, Alloc> v;
+        if constexpr (detail::bulk_element<T>) {
+            auto bytes = r.read(n * sizeof(T));
+            v.resize(n);
+            if (n != 0) std::memcpy(v.data(), bytes.data(), bytes.size());
+        } else {
+            auto guard = r.nest();
+            // Elements that may encode to nothing cannot be bounded by the frame: grow as
+            // they really decode.
+            if (detail::min_encoded_size<T>() != 0) v.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) v.push_back(decode_value<T>(r));
+        }
+        return v;
+    }
+};
+
+template <class T, std::size_t N>
+struct codec<std::array<T, N>> {
+    static constexpr std::size_t min_size = N * detail::min_encoded_size<T>();
+    static void encode(byte_writer& w, const std::array<T, N>& a) {
+        auto guard = w.nest();
+        for (const auto& e : a) encode_value<T>(w, e);
+    }
+    static std::array<T, N> decode(byte_reader& r) {
+        auto guard = r.nest();
+        return [&]<std::size_t... I>(std::index_sequence<I...>) {
+            // A braced list evaluates its elements left to right.
+            return std::array<T, N>{((void)I, decode_value<T>(r))...};
+        }
+        (std::make_index_sequence<N>{});
+    }
+};
+
+template <class T>
+struct codec<std::optional<T>> {
+    static constexpr std::size_t min_size = 1;
+    static void encode(byte_writer& w, const std::optional<T>& o) {
+        w.write_raw(std::uint8_t(o ? 1 : 0));
+        if (o) {
+            auto guard = w.nest();
+            encode_value<T>(w, *o);
+        }
+    }
+    static std::optional<T> decode(byte_reader& r) {
+        if (!codec<bool>::decode(r)) return std::nullopt;
+        auto guard = r.nest();
+        return std::optional<T>(decode_value<T>(r));
+    }
+};
+
+template <class... T>
+struct codec<std::variant<T...>> {
+    static_assert(sizeof...(T) < 128, "conflux::codec: variants of up to 127 alternatives");
+    using variant = std::variant<T...>;
+    static constexpr std::size_t min_size = 1;
+    static void encode(byte_writer& w, const variant& v) {
+        if (v.valueless_by_exception()) throw ipc_error("conflux::codec: valueless variant");
+        w.write_size(v.index());
+        auto guard = w.nest();
+        std::visit([&](const auto& alt) { encode_value(w, alt); }, v);
+    }
+    static variant decode(byte_reader& r) {
+        const std::uint64_t index = r.read_size();
+        if (index >= sizeof...(T)) byte_reader::fail("variant index out of range");
+        auto guard = r.nest();
+        using decoder = variant (*)(byte_reader&);
+        static constexpr decoder table[] = {&decode_alternative<T>...};
+        return table[index](r);
+    }
+
+private:
+    template <class A>
+    static variant decode_alternative(byte_reader& r) {
+        return variant(std::in_place_type<A>, decode_value<A>(r));
+    }
+};
+
+template <>
+struct codec<std::monostate> {
+    static void encode(byte_writer&, std::monostate) {}
+    static std::monostate decode(byte_reader&) { return {}; }
+};
+
+namespace detail {
+template <class Map>
+struct map_codec {
+    using key = typename Map::key_type;
+    using mapped = typename Map::mapped_type;
+    static constexpr std::size_t min_size = 1;
+    static void encode(byte_writer& w, const Map& m) {
+        w.write_size(m.size());
+        auto guard = w.nest();
+        for (const auto& [k, v] : m) {
+            encode_value<key>(w, k);
+            encode_value<mapped>(w, v);
+        }
+    }
+    static Map decode(byte_reader& r) {
+        const std::size_t n =
+            r.read_count(detail::min_encoded_size<key>() + detail::min_encoded_size<mapped>());
+        auto guard = r.nest();
+        Map m;
+        for (std::size_t i = 0; i < n; ++i) {
+            key k = decode_value<key>(r);
+            mapped v = decode_value<mapped>(r);
+            if (!m.emplace(std::move(k), std::move(v)).second) byte_reader::fail("duplicate key");
+        }
+        return m;
+    }
+};
+} // namespace detail
+
+template <class K, class V, class Compare, class Alloc>
+struct codec<std::map<K, V, Compare, Alloc>> : detail::map_codec<std::map<K, V, Compare, Alloc>> {};
+
+template <class K, class V, class Hash, class Eq, class Alloc>
+struct codec<std::unordered_map<K, V, Hash, Eq, Alloc>>
+    : detail::map_codec<std::unordered_map<K, V, Hash, Eq, Alloc>> {};
+
+template <class A, class B>
+struct codec<std::pair<A, B>> {
+    static constexpr std::size_t min_size =
+        detail::min_encoded_size<A>() + detail::min_encoded_size<B>();
+    static void encode(byte_writer& w, const std::pair<A, B>& p) {
+        auto guard = w.nest();
+        encode_value<A>(w, p.first);
+        encode_value<B>(w, p.second);
+    }
+    static std::pair<A, B> decode(byte_reader& r) {
+        auto guard = r.nest();
+        A a = decode_value<A>(r);
+        B b = decode_value<B>(r);
+        return {std::move(a), std::move(b)};
+    }
+};
+
+template <class... T>
+struct codec<std::tuple<T...>> {
+    static constexpr std::size_t min_size = (std::size_t(0) + ... + detail::min_encoded_size<T>());
+    static void encode(byte_writer& w, const std::tuple<T...>& t) {
+        auto guard = w.nest();
+        std::apply([&](const auto&... e) { (encode_value(w, e), ...); }, t);
+    }
+    static std::tuple<T...> decode(byte_reader& r) {
+        auto guard = r.nest();
+        return std::tuple<T...>{decode_value<T>(r)...}; // braced: left to right
+    }
+};
+
+template <class Rep, class Period>
+struct codec<std::chrono::duration<Rep, Period>> {
+    using duration = std::chrono::duration<Rep, Period>;
+    static constexpr std::size_t min_size = detail::min_encoded_size<Rep>();
+    static void encode(byte_writer& w, duration d) { encode_value<Rep>(w, d.count()); }
+    static duration decode(byte_reader& r) { return duration(decode_value<Rep>(r)); }
+};
+
+template <class Clock, class Duration>
+struct codec<std::chrono::time_point<Clock, Duration>> {
+    using time_point = std::chrono::time_point<Clock, Duration>;
+    static constexpr std::size_t min_size = detail::min_encoded_size<Duration>();
+    static void encode(byte_writer& w, time_point t) {
+        encode_value<Duration>(w, t.time_since_epoch());
+    }
+    static time_point decode(byte_reader& r) { return time_point(decode_value<Duration>(r)); }
+};
+
+template <>
+struct codec<file_descriptor> {
+    static constexpr std::size_t min_size = 1;
+    static void encode(byte_writer& w, const file_descriptor& fd) {
+        w.write_raw(std::uint8_t(fd ? 1 : 0));
+        if (fd) w.write_fd(fd.get());
+    }
+    static file_descriptor decode(byte_reader& r) {
+        if (!codec<bool>::decode(r)) return {};
+        return r.read_fd();
+    }
+};
+
+/// Plain aggregates: their public fields in declaration order, no macro needed.
+template <class T>
+requires(detail::plain_aggregate<T> && !std::is_array_v<T>) struct codec<T> {
+    static constexpr std::size_t min_size =
+        decltype(detail::apply_fields(std::declval<T&>(), [](auto&... f) {
+            return std::integral_constant<
+                std::size_t, (std::size_t(0) + ... +
+                              detail::min_encoded_size<std::remove_cvref_t<decltype(f)>>())>{};
+        }))::value;
+    static void encode(byte_writer& w, const T& v) {
+        auto guard = w.nest();
+        detail::apply_fields(v, [&](const auto&... f) { (encode_value(w, f), ...); });
+    }
+    static T decode(byte_reader& r) {
+        auto guard = r.nest();
+        T v{};
+        detail::apply_fields(
+            v, [&](auto&... f) { ((f = decode_value<std::remove_cvref_t<decltype(f)>>(r)), ...); });
+        return v;
+    }
+};
+
+[[noreturn]] inline void file_descriptor::throw_errno_dup(int fd) {
+    throw std::system_error(errno, std::system_category(),
+                            "dup descriptor " + std::to_string(fd) + " for a message");
+}
+
+} // namespace conflux
