@@ -9,6 +9,7 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/executor.hpp>
 #include <conflux/exit_status.hpp>
+#include <conflux/net.hpp>
 #include <conflux/process.hpp>
 #include <conflux/process_options.hpp>
 #include <conflux/run.hpp>

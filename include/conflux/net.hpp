@@ -1,0 +1,543 @@
+#pragma once
+
+#include <conflux/error.hpp>
+#include <conflux/event_loop.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/stream.hpp>
+#include <conflux/task.hpp>
+#include <conflux/detail/io_watch.hpp>
+#include <conflux/detail/socket.hpp>
+#include <conflux/detail/system_error.hpp>
+#include <conflux/detail/unique_fd.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace conflux {
+
+/// The address of one end of a socket: an IPv4 or IPv6 address and port, or a Unix-domain
+/// path.
+class endpoint {
+public:
+    /// An empty endpoint (no family).
+    endpoint() noexcept = default;
+
+    /// "127.0.0.1", "::1", or the Unix path ("@name" for the abstract namespace).
+    std::string host() const { return m_address.host(); }
+    /// The port; 0 for Unix-domain endpoints.
+    std::uint16_t port() const noexcept { return m_address.port(); }
+    bool is_ipv4() const noexcept { return m_address.family() == AF_INET; }
+    bool is_ipv6() const noexcept { return m_address.family() == AF_INET6; }
+    bool is_unix() const noexcept { return m_address.family() == AF_UNIX; }
+    /// "127.0.0.1:8080", "[::1]:8080", or the Unix path.
+    std::string to_string() const { return m_address.to_string(); }
+
+    /// For the library's own layers: the address as the OS holds it.
+    explicit endpoint(const detail::socket_address& address) noexcept : m_address(address) {}
+
+private:
+    detail::socket_address m_address;
+};
+
+/// How `tcp_listener::bind` sets up its socket; an aggregate for designated initialisers:
+/// `tcp_listener::bind("127.0.0.1", 0, {.backlog = 1024, .reuse_port = true})`.
+struct listen_options {
+    /// Length of the kernel's queue of connections not yet accepted (capped by somaxconn).
+    int backlog = 511;
+    /// SO_REUSEADDR (TCP only): rebinding a port whose old connections sit in TIME_WAIT works.
+    bool reuse_address = true;
+    /// SO_REUSEPORT (TCP only): several sockets, in this or other processes of the same user,
+    /// may bind the same address and port; the kernel spreads new connections among them.
+    bool reuse_port = false;
+    /// IPv6 sockets accept IPv6 only. Off by default: "::" then also serves IPv4.
+    bool ipv6_only = false;
+    /// TCP_NODELAY on every accepted connection (no Nagle delay for small writes).
+    bool no_delay = false;
+};
+
+/// A connected stream socket (TCP, or Unix-domain: both use this type) with the same
+/// interface as the pipe streams of `stream.hpp`: `read_some`, `read_all`, `read_into`,
+/// `read_line`, `write`, `write_all`, plus `shutdown` (half-close) and `close`.
+///
+/// Belongs to the event loop it was created on: every operation must be awaited on that loop's
+/// thread and resumes there. Each takes a `std::stop_token` (default: the one the awaiting
+/// coroutine inherited); stopping it ends the wait with `operation_cancelled` without losing
+/// data that was not returned. One read and one write may be in progress at the same time;
+/// a second concurrent read (or write) throws `std::logic_error`. OS errors throw
+/// `std::system_error` naming the operation and the peer (`read "127.0.0.1:41234": Connection
+/// reset by peer`). Writes never raise SIGPIPE: a peer that went away is `EPIPE`.
+class tcp_stream {
+public:
+    /// An empty stream (`is_open()` false).
+    tcp_stream() noexcept = default;
+
+    /// Adopts the connected socket `fd` (closed on destruction), makes it non-blocking and
+    /// watches it on `loop`. `name` appears in error messages.
+    tcp_stream(int fd, event_loop& loop, std::string name)
+        : m_in(fd, loop, std::move(name)), m_loop(&loop) {}
+
+    /// Adopts the connected socket `fd` on the calling thread's event loop (a socket received
+    /// from another process, say). Throws `std::logic_error` off a loop thread.
+    static tcp_stream adopt(int fd) {
+        detail::unique_fd owned(fd);
+        event_loop& loop = detail::require_loop("conflux::tcp_stream::adopt");
+        std::string name;
+        try {
+            name = detail::peer_address(fd).to_string();
+        } catch (const std::system_error&) {
+            name = "socket";
+        }
+        return tcp_stream(owned.release(), loop, std::move(name));
+    }
+
+    tcp_stream(tcp_stream&&) noexcept = default;
+    tcp_stream& operator=(tcp_stream&&) noexcept = default;
+
+    bool is_open() const noexcept { return m_in.is_open(); }
+    int native_handle() const noexcept { return m_in.native_handle(); }
+    /// The name used in error messages: the peer's address when it has one.
+    const std::string& name() const noexcept { return m_in.name(); }
+
+    /// This end's address.
+    endpoint local_endpoint() const { return endpoint(detail::local_address(native_handle())); }
+    /// The peer's address (empty path for an unnamed Unix peer).
+    endpoint remote_endpoint() const { return endpoint(detail::peer_address(native_handle())); }
+
+    /// Turns Nagle's algorithm off (`true`) or on. TCP only.
+    void set_no_delay(bool on = true) {
+        detail::set_int_option(native_handle(), IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, name());
+    }
+
+    /// Reads at least one byte into `buffer`, waiting until some arrive; returns how many, or
+    /// 0 once the peer has shut down its sending side.
+    [[nodiscard]] task<std::size_t> read_some(std::span<std::byte> buffer,
+                                              std::stop_token token = {}) {
+        return m_in.read_some(buffer, std::move(token));
+    }
+    [[nodiscard]] task<std::size_t> read_some(std::span<char> buffer, std::stop_token token = {}) {
+        return m_in.read_some(buffer, std::move(token));
+    }
+
+    /// Reads until the peer shuts down its side and returns everything.
+    [[nodiscard]] task<std::string> read_all(std::stop_token token = {}) {
+        return m_in.read_all(std::move(token));
+    }
+
+    /// Appends to `out` until the peer shuts down, or until `out` holds `limit` bytes (0 = no
+    /// limit) and more are available, which sets `*overflow`. See `readable_stream::read_into`.
+    [[nodiscard]] task<void> read_into(std::string& out, std::size_t limit, bool* overflow,
+                                       std::stop_token token = {}) {
+        return m_in.read_into(out, limit, overflow, std::move(token));
+    }
+
+    /// Reads one line, without its "\n" (nor a "\r" before it); empty optional at the end.
+    [[nodiscard]] task<std::optional<std::string>> read_line(std::stop_token token = {}) {
+        return m_in.read_line(std::move(token));
+    }
+
+    /// Writes at least one byte of `data`, waiting while the socket's send buffer is full, and
+    /// returns how many were written.
+    [[nodiscard]] task<std::size_t> write(std::span<const std::byte> data,
+                                          std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        write_guard busy(*this);
+        co_return co_await send_some(data.data(), data.size(), token);
+    }
+    [[nodiscard]] task<std::size_t> write(std::string_view data, std::stop_token token = {}) {
+        return write(std::as_bytes(std::span<const char>(data.data(), data.size())),
+                     std::move(token));
+    }
+
+    /// Writes all of `data`, waiting as often as the send buffer fills. On cancellation or
+    /// error an unknown prefix of `data` has been sent.
+    [[nodiscard]] task<void> write_all(std::span<const std::byte> data,
+                                       std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        write_guard busy(*this);
+        std::size_t done = 0;
+        while (done < data.size()) {
+            done += co_await send_some(data.data() + done, data.size() - done, token);
+        }
+    }
+    [[nodiscard]] task<void> write_all(std::string_view data, std::stop_token token = {}) {
+        return write_all(std::as_bytes(std::span<const char>(data.data(), data.size())),
+                         std::move(token));
+    }
+
+    /// Shuts down the sending side: the peer reads end of stream, while this end can still
+    /// read. Throws `std::system_error` if the socket is not connected any more.
+    void shutdown() {
+        if (::shutdown(native_handle(), SHUT_WR) != 0 && errno != ENOTCONN) {
+            detail::throw_errno("shutdown", name());
+        }
+    }
+
+    /// Closes the socket. Idempotent. Throws `std::logic_error` while an operation is pending.
+    void close() {
+        if (m_writing) {
+            throw std::logic_error("conflux: closing stream \"" + name() +
+                                   "\" while a write on it is pending");
+        }
+        m_in.close();
+        m_out.reset();
+    }
+
+private:
+    // The read side is a readable_stream (its buffering and line splitting). Waiting for
+    // writability needs a second epoll registration, and epoll keys registrations by fd, so
+    // the write side watches a duplicate of the socket. It is made only the first time the
+    // send buffer fills up: a connection whose writes always fit costs one fd, not two.
+    struct write_side {
+        detail::unique_fd fd; // destroyed after the watch, which leaves epoll first
+        detail::io_watch watch;
+        write_side(detail::unique_fd dup, event_loop& loop)
+            : fd(std::move(dup)), watch(loop, fd.get()) {}
+    };
+
+    class write_guard {
+    public:
+        explicit write_guard(tcp_stream& s) : m_s(s) {
+            if (!m_s.is_open()) throw std::logic_error("conflux: stream is closed");
+            if (m_s.m_writing) {
+                throw std::logic_error("conflux: two writes at once on stream \"" + m_s.name() +
+                                       "\"");
+            }
+            m_s.m_writing = true;
+        }
+        write_guard(const write_guard&) = delete;
+        write_guard& operator=(const write_guard&) = delete;
+        ~write_guard() { m_s.m_writing = false; }
+
+    private:
+        tcp_stream& m_s;
+    };
+
+    task<std::size_t> send_some(const std::byte* data, std::size_t size,
+                                const std::stop_token& token) {
+        if (size == 0) co_return 0;
+        for (;;) {
+            const ssize_t n = ::send(native_handle(), data, size, MSG_NOSIGNAL);
+            if (n >= 0) co_return static_cast<std::size_t>(n);
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) detail::throw_errno("write", name());
+            if (!m_out) {
+                detail::unique_fd dup(::fcntl(native_handle(), F_DUPFD_CLOEXEC, 0));
+                if (!dup) detail::throw_errno("dup", name());
+                // Registering after EAGAIN is race-free: epoll reports the state at
+                // registration, so space that freed up meanwhile is not missed.
+                m_out = std::make_unique<write_side>(std::move(dup), *m_loop);
+            }
+            co_await m_out->watch.writable(token);
+        }
+    }
+
+    readable_stream m_in;
+    std::unique_ptr<write_side> m_out;
+    event_loop* m_loop = nullptr;
+    bool m_writing = false;
+};
+
+/// A listening stream socket (TCP over IPv4/IPv6, or Unix-domain) that accepts `tcp_stream`s.
+///
+/// `bind` is synchronous; the socket is watched on the event loop of the first `accept`, and
+/// every later `accept` must be awaited on that same loop. When the process runs out of file
+/// descriptors (EMFILE, ENFILE) or memory, `accept` backs off on a timer — 1 ms doubling up to
+/// 100 ms — instead of spinning, leaves the waiting connections queued in the kernel, and
+/// picks them up once descriptors are free again.
+///
+/// ```
+/// auto listener = conflux::tcp_listener::bind("127.0.0.1", 0);
+/// for (;;) conflux::detach(serve(co_await listener.accept()));
+/// ```
+class tcp_listener {
+public:
+    /// An empty listener (`is_open()` false).
+    tcp_listener() noexcept = default;
+
+    /// Binds `host`:`port` and listens. `host` is a numeric IPv4 or IPv6 address (brackets
+    /// allowed), "localhost" (127.0.0.1, else ::1), or "" for every interface ("::" dual-stack,
+    /// else "0.0.0.0"); names are not resolved, since resolving blocks. Port 0 picks a free
+    /// ephemeral port: read it back with `local_endpoint()`. Throws `std::system_error` naming
+    /// the address (`bind "127.0.0.1:8080": Address already in use`), `std::invalid_argument`
+    /// for a host that is not numeric.
+    static tcp_listener bind(std::string_view host, std::uint16_t port,
+                             listen_options options = {}) {
+        const auto candidates = detail::resolve_numeric(host, port);
+        std::optional<std::system_error> first_error;
+        for (const auto& address : candidates) {
+            try {
+                return tcp_listener(open(address, options, address.to_string()), options);
+            } catch (const std::system_error& e) {
+                // Only an address family the host lacks moves on to the next candidate.
+                const int err = e.code().value();
+                if (err != EAFNOSUPPORT && err != EADDRNOTAVAIL) throw;
+                if (!first_error) first_error = e;
+            }
+        }
+        throw *first_error;
+    }
+
+    /// Binds the Unix-domain socket `path` ("@name": the abstract namespace) and listens. The
+    /// path is removed again by `close()` or the destructor. An existing file at `path` makes
+    /// it fail with `EADDRINUSE`.
+    static tcp_listener bind_unix(std::string_view path, listen_options options = {}) {
+        const auto address = detail::unix_address(path);
+        options.reuse_address = false;
+        options.reuse_port = false;
+        tcp_listener l(open(address, options, std::string(path)), options);
+        if (path.front() != '@') l.m_unlink_path = std::string(path);
+        return l;
+    }
+
+    /// Adopts a socket that is already listening (received from another process, say); it is
+    /// closed on destruction. `options.no_delay` applies to the connections it accepts.
+    static tcp_listener adopt(int fd, listen_options options = {}) {
+        detail::unique_fd owned(fd);
+        return tcp_listener(std::move(owned), options);
+    }
+
+    tcp_listener(tcp_listener&& other) noexcept
+        : m_fd(std::move(other.m_fd)), m_watch(std::move(other.m_watch)),
+          m_name(std::move(other.m_name)), m_unlink_path(std::move(other.m_unlink_path)),
+          m_options(other.m_options), m_unix(other.m_unix), m_busy(other.m_busy),
+          m_backoffs(other.m_backoffs) {
+        other.m_unlink_path.clear();
+    }
+    tcp_listener& operator=(tcp_listener&& other) noexcept {
+        if (this != &other) {
+            unlink_path();
+            m_watch.reset();
+            m_fd = std::move(other.m_fd);
+            m_watch = std::move(other.m_watch);
+            m_name = std::move(other.m_name);
+            m_unlink_path = std::exchange(other.m_unlink_path, {});
+            m_options = other.m_options;
+            m_unix = other.m_unix;
+            m_busy = other.m_busy;
+            m_backoffs = other.m_backoffs;
+        }
+        return *this;
+    }
+    ~tcp_listener() {
+        m_watch.reset();
+        unlink_path();
+    }
+
+    bool is_open() const noexcept { return static_cast<bool>(m_fd); }
+    int native_handle() const noexcept { return m_fd.get(); }
+
+    /// The address the socket is bound to; after binding port 0 this holds the port chosen.
+    endpoint local_endpoint() const { return endpoint(detail::local_address(m_fd.get())); }
+
+    /// How many times `accept` backed off because descriptors or memory ran out.
+    std::uint64_t exhaustion_backoffs() const noexcept { return m_backoffs; }
+
+    /// Waits for the next connection and returns it as a `tcp_stream` on this loop
+    /// (non-blocking, close-on-exec; TCP_NODELAY when the options say so).
+    ///
+    /// Must be awaited on an event loop's thread (the same loop every time); resumes there.
+    /// Cancelled by `token` (or the inherited stop token) with `operation_cancelled`; the
+    /// queued connections stay queued. One accept at a time: a second concurrent one throws
+    /// `std::logic_error`. Other OS errors throw `std::system_error` naming the listener.
+    [[nodiscard]] task<tcp_stream> accept(std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        event_loop& loop = detail::require_loop("conflux::tcp_listener::accept");
+        busy_guard busy(*this);
+        if (!m_watch) {
+            m_watch = std::make_unique<detail::io_watch>(loop, m_fd.get());
+        } else if (&m_watch->loop() != &loop) {
+            throw std::logic_error("conflux: tcp_listener \"" + m_name +
+                                   "\" accepted on another event loop before");
+        }
+        using namespace std::chrono_literals;
+        std::chrono::milliseconds backoff = 1ms;
+        for (;;) {
+            detail::socket_address peer;
+            peer.length = sizeof peer.storage;
+            const int fd =
+                ::accept4(m_fd.get(), peer.get(), &peer.length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0) {
+                detail::unique_fd owned(fd);
+                if (m_options.no_delay && !m_unix) {
+                    detail::set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1, m_name);
+                }
+                std::string name = m_unix ? m_name : peer.to_string();
+                co_return tcp_stream(owned.release(), loop, std::move(name));
+            }
+            const int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                co_await m_watch->readable(token);
+            } else if (detail::accept_error_is_transient(err)) {
+                continue;
+            } else if (detail::accept_error_is_exhaustion(err)) {
+                ++m_backoffs;
+                co_await sleep_for(backoff, token);
+                backoff = std::min<std::chrono::milliseconds>(backoff * 2, 100ms);
+            } else {
+                detail::throw_system_error(err, "accept", m_name);
+            }
+        }
+    }
+
+    /// Stops listening and closes the socket (removing a Unix socket's path). Idempotent.
+    /// Throws `std::logic_error` while an accept is pending: cancel it first.
+    void close() {
+        if (m_busy) {
+            throw std::logic_error("conflux: closing listener \"" + m_name +
+                                   "\" while an accept on it is pending");
+        }
+        m_watch.reset();
+        m_fd.reset();
+        unlink_path();
+    }
+
+private:
+    tcp_listener(detail::unique_fd fd, listen_options options)
+        : m_fd(std::move(fd)), m_options(options) {
+        const auto address = detail::local_address(m_fd.get());
+        m_unix = address.family() == AF_UNIX;
+        m_name = address.to_string();
+    }
+
+    static detail::unique_fd open(const detail::socket_address& address,
+                                  const listen_options& options, const std::string& object) {
+        auto fd = detail::open_stream_socket(address.family(), object);
+        if (address.family() != AF_UNIX) {
+            if (options.reuse_address) {
+                detail::set_int_option(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, object);
+            }
+            if (options.reuse_port) {
+                detail::set_int_option(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, object);
+            }
+        }
+        if (address.family() == AF_INET6) {
+            detail::set_int_option(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, options.ipv6_only ? 1 : 0,
+                                   object);
+        }
+        if (::bind(fd.get(), address.get(), address.length) != 0)
+            detail::throw_errno("bind", object);
+        if (::listen(fd.get(), options.backlog) != 0) detail::throw_errno("listen", object);
+        return fd;
+    }
+
+    void unlink_path() noexcept {
+        if (!m_unlink_path.empty()) {
+            ::unlink(m_unlink_path.c_str());
+            m_unlink_path.clear();
+        }
+    }
+
+    class busy_guard {
+    public:
+        explicit busy_guard(tcp_listener& l) : m_l(l) {
+            if (!m_l.is_open()) throw std::logic_error("conflux: tcp_listener is closed");
+            if (m_l.m_busy) {
+                throw std::logic_error("conflux: two accepts at once on listener \"" + m_l.m_name +
+                                       "\"");
+            }
+            m_l.m_busy = true;
+        }
+        busy_guard(const busy_guard&) = delete;
+        busy_guard& operator=(const busy_guard&) = delete;
+        ~busy_guard() { m_l.m_busy = false; }
+
+    private:
+        tcp_listener& m_l;
+    };
+
+    detail::unique_fd m_fd; // destroyed after the watch, which must leave epoll first
+    std::unique_ptr<detail::io_watch> m_watch;
+    std::string m_name;
+    std::string m_unlink_path;
+    listen_options m_options;
+    bool m_unix = false;
+    bool m_busy = false;
+    std::uint64_t m_backoffs = 0;
+};
+
+namespace detail {
+
+// Connects `fd` to `address`, waiting on `loop` for the handshake to finish.
+inline task<void> connect_socket(int fd, const socket_address& address, event_loop& loop,
+                                 const std::string& object, std::stop_token token) {
+    using namespace std::chrono_literals;
+    std::chrono::milliseconds backoff = 1ms;
+    for (;;) {
+        if (::connect(fd, address.get(), address.length) == 0) co_return;
+        if (errno == EINTR) continue;
+        // A Unix listener with a full queue: retry on a timer (there is no readiness to wait
+        // for on an unconnected Unix socket).
+        if (errno == EAGAIN && address.family() == AF_UNIX) {
+            co_await sleep_for(backoff, token);
+            backoff = std::min<std::chrono::milliseconds>(backoff * 2, 100ms);
+            continue;
+        }
+        if (errno != EINPROGRESS) throw_errno("connect", object);
+        break;
+    }
+    io_watch watch(loop, fd);
+    for (;;) {
+        co_await watch.writable(token);
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        if (err != 0) throw_system_error(err, "connect", object);
+        sockaddr_storage peer{};
+        socklen_t peer_len = sizeof peer;
+        if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) co_return;
+        // Not connected yet: the wake-up was a remembered edge. Wait for the next one.
+    }
+}
+
+} // namespace detail
+
+/// Connects to `host`:`port` and returns the connected stream on the calling thread's loop.
+/// `host` is a numeric IPv4/IPv6 address or "localhost" (127.0.0.1 is tried, then ::1); names
+/// are not resolved.
+///
+/// Must be awaited on an event loop's thread; resumes there. Cancelled by `token` (or the
+/// inherited stop token) with `operation_cancelled`, closing the half-made socket. Failure
+/// throws `std::system_error` naming the address (`connect "127.0.0.1:1": Connection
+/// refused`), `std::invalid_argument` for a host that is not numeric.
+[[nodiscard]] inline task<tcp_stream> connect(std::string host, std::uint16_t port,
+                                              std::stop_token token = {}) {
+    if (!token.stop_possible()) token = co_await get_stop_token();
+    event_loop& loop = detail::require_loop("conflux::connect");
+    const auto candidates = detail::resolve_numeric(host, port);
+    const std::string object = detail::host_port(host, port);
+    std::exception_ptr last;
+    for (const auto& address : candidates) {
+        try {
+            auto fd = detail::open_stream_socket(address.family(), object);
+            co_await detail::connect_socket(fd.get(), address, loop, object, token);
+            co_return tcp_stream(fd.release(), loop, address.to_string());
+        } catch (const std::system_error&) {
+            last = std::current_exception();
+        }
+    }
+    std::rethrow_exception(last);
+}
+
+/// Connects to the Unix-domain socket at `path` ("@name": abstract namespace). Same
+/// resumption, cancellation and errors as `connect`.
+[[nodiscard]] inline task<tcp_stream> connect_unix(std::string path, std::stop_token token = {}) {
+    if (!token.stop_possible()) token = co_await get_stop_token();
+    event_loop& loop = detail::require_loop("conflux::connect_unix");
+    const auto address = detail::unix_address(path);
+    auto fd = detail::open_stream_socket(AF_UNIX, path);
+    co_await detail::connect_socket(fd.get(), address, loop, path, token);
+    co_return tcp_stream(fd.release(), loop, path);
+}
+
+} // namespace conflux
