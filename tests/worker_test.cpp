@@ -1,0 +1,308 @@
+#include <conflux/buffer.hpp>
+#include <conflux/channel.hpp>
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/when_all.hpp>
+#include <conflux/worker.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pthread.h>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct weird_failure {
+    int code;
+};
+
+struct what_throws : std::exception {
+    const char* what() const noexcept override { return "what_throws"; }
+};
+
+std::string thread_names() {
+    std::string all;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(entry.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        all += name + "\n";
+    }
+    return all;
+}
+
+} // namespace
+
+TEST_CASE("worker: messages both ways, with worker_data") {
+    conflux_test::watchdog dog(10s);
+    auto body = []() -> conflux::task<> {
+        conflux::worker<int, std::string> w(
+            [](auto& parent, std::string prefix) -> conflux::task<> {
+                while (auto n = co_await parent.receive()) {
+                    parent.post(prefix + std::to_string(*n));
+                }
+            },
+            std::string("n="));
+        CHECK(w.running());
+        for (int i = 0; i < 100; ++i) CHECK(w.post(i));
+        for (int i = 0; i < 100; ++i) {
+            auto m = co_await w.receive();
+            REQUIRE(m.has_value());
+            CHECK(*m == "n=" + std::to_string(i));
+        }
+        w.port().close(); // the body's receive ends, the body returns
+        co_await w.join();
+        CHECK_FALSE(w.running());
+        CHECK_FALSE(w.post(1));
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("worker: everything it posted arrives before the end, buffers stay valid (R48)") {
+    conflux_test::watchdog dog(10s);
+    auto body = []() -> conflux::task<> {
+        conflux::worker<int, conflux::buffer> w([](auto& parent) -> conflux::task<> {
+            for (int i = 0; i < 50; ++i) {
+                conflux::buffer b(1024);
+                b.bytes()[0] = std::byte(i);
+                parent.post(std::move(b));
+            }
+            co_return;
+        });
+        int received = 0;
+        while (auto b = co_await w.receive()) { // ends (nullopt) once the worker exited
+            CHECK(b->bytes()[0] == std::byte(received));
+            ++received;
+        }
+        CHECK(received == 50);
+        co_await w.join();
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("worker: join rethrows the body's exception with its type and message (R44)") {
+    conflux_test::watchdog dog(10s);
+    auto body = []() -> conflux::task<> {
+        conflux::worker<int> a([](auto&) -> conflux::task<> {
+            co_await conflux::sleep_for(1ms);
+            throw std::runtime_error("worker broke");
+        });
+        CHECK_THROWS_WITH_AS(co_await a.join(), "worker broke", std::runtime_error);
+
+        conflux::worker<int> b([](auto&) -> conflux::task<> {
+            throw weird_failure{7};
+            co_return;
+        });
+        CHECK_THROWS_WITH_AS(co_await b.join(),
+                             doctest::Contains("unknown exception"), conflux::worker_error);
+
+        conflux::worker<int> c([](auto&) -> conflux::task<> {
+            throw what_throws{};
+            co_return;
+        });
+        CHECK_THROWS_AS(co_await c.join(), what_throws);
+
+        conflux::worker<int> d([](auto&) -> conflux::task<> { throw 42; co_return; });
+        CHECK_THROWS_AS(co_await d.join(), conflux::worker_error);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("worker: the parent's receive ends when the worker exits") {
+    conflux_test::watchdog dog(10s);
+    auto body = []() -> conflux::task<> {
+        conflux::worker<int> w([](auto&) -> conflux::task<> {
+            co_await conflux::sleep_for(5ms);
+        });
+        auto m = co_await w.receive();
+        CHECK_FALSE(m.has_value());
+        co_await w.join();
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("worker: terminate ends each kind of pending await (R45)") {
+    conflux_test::watchdog dog(30s);
+    auto body = []() -> conflux::task<> {
+        std::atomic<int> cancelled{0};
+        std::vector<std::function<conflux::task<>(conflux::message_port<int>&)>> kinds;
+        // A port receive.
+        kinds.push_back([&](conflux::message_port<int>& p) -> conflux::task<> {
+            try {
+                co_await p.receive();
+            } catch (const conflux::operation_cancelled&) {
+                ++cancelled;
+                throw;
+            }
+        });
+        // A timer.
+        kinds.push_back([&](conflux::message_port<int>&) -> conflux::task<> {
+            try {
+                co_await conflux::sleep_for(1h);
+            } catch (const conflux::operation_cancelled&) {
+                ++cancelled;
+                throw;
+            }
+        });
+        // A channel receive.
+        kinds.push_back([&](conflux::message_port<int>&) -> conflux::task<> {
+            conflux::channel<int> never(0);
+            try {
+                co_await never.receive();
+            } catch (const conflux::operation_cancelled&) {
+                ++cancelled;
+                throw;
+            }
+        });
+        // A nested worker's join: the inner worker is stopped too.
+        kinds.push_back([&](conflux::message_port<int>&) -> conflux::task<> {
+            conflux::worker<int> inner([&](auto&) -> conflux::task<> {
+                try {
+                    co_await conflux::sleep_for(1h);
+                } catch (const conflux::operation_cancelled&) {
+                    ++cancelled;
+                    throw;
+                }
+            });
+            co_await inner.join();
+        });
+        // A port transfer in flight: waiting for a port that never comes.
+        kinds.push_back([&](conflux::message_port<int>&) -> conflux::task<> {
+            conflux::channel<conflux::message_port<int>> ports(0);
+            try {
+                co_await ports.receive();
+            } catch (const conflux::operation_cancelled&) {
+                ++cancelled;
+                throw;
+            }
+        });
+        // One each; the nested kind counts its inner worker's cancelled timer.
+        const int expected = static_cast<int>(kinds.size());
+        for (auto& kind : kinds) {
+            conflux::worker<int> w([kind](auto& p) { return kind(p); });
+            co_await conflux::sleep_for(5ms);
+            const auto start = std::chrono::steady_clock::now();
+            co_await w.terminate();
+            CHECK(std::chrono::steady_clock::now() - start < 5s);
+            CHECK_FALSE(w.running());
+            co_await w.join(); // the cancellation that terminate caused is not an error
+        }
+        CHECK(cancelled == expected);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("worker: one that ignores terminate is reported after the deadline (R46)") {
+    conflux_test::watchdog dog(30s);
+    std::atomic<bool> release{false};
+    auto body = [&]() -> conflux::task<> {
+        conflux::worker<int> w(
+            [&](auto&) -> conflux::task<> {
+                while (!release) std::this_thread::sleep_for(1ms); // never looks at its token
+                co_return;
+            },
+            conflux::worker_options{.name = "stubborn", .terminate_deadline = 50ms});
+        int ticks = 0;
+        auto ticker = [&]() -> conflux::task<> {
+            for (int i = 0; i < 5; ++i) {
+                co_await conflux::sleep_for(5ms);
+                ++ticks;
+            }
+        };
+        auto terminator = [&]() -> conflux::task<> {
+            CHECK_THROWS_WITH_AS(co_await w.terminate(), doctest::Contains("stubborn"),
+                                 conflux::worker_error);
+        };
+        co_await conflux::when_all(ticker(), terminator());
+        CHECK(ticks == 5); // the parent's loop kept running
+        CHECK(w.running());
+        release = true;
+        co_await w.join();
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("worker: a dropped worker is stopped and joined") {
+    conflux_test::watchdog dog(30s);
+    const auto baseline = conflux_test::thread_count();
+    auto body = []() -> conflux::task<> {
+        for (int i = 0; i < 20; ++i) {
+            conflux::worker<int> w([](auto& p) -> conflux::task<> {
+                while (co_await p.receive()) {
+                }
+            });
+            w.post(1);
+        }
+        co_return;
+    };
+    conflux::run(body());
+    CHECK(conflux_test::thread_count() == baseline);
+}
+
+TEST_CASE("worker: options name the thread and size its stack") {
+    conflux_test::watchdog dog(10s);
+    auto body = []() -> conflux::task<> {
+        conflux::worker<int, std::size_t> w(
+            [](auto& p) -> conflux::task<> {
+                pthread_attr_t attr;
+                std::size_t size = 0;
+                if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+                    pthread_attr_getstacksize(&attr, &size);
+                    pthread_attr_destroy(&attr);
+                }
+                p.post(size);
+                co_await p.receive();
+            },
+            conflux::worker_options{.name = "cfx-test-worker", .stack_size = 1 << 20});
+        auto size = co_await w.receive();
+        REQUIRE(size.has_value());
+        CHECK(*size >= (std::size_t{1} << 20));
+        CHECK(*size < (std::size_t{8} << 20));
+        CHECK(thread_names().find("cfx-test-worker") != std::string::npos);
+        CHECK(w.name() == "cfx-test-worker");
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("message_channel: two workers talk directly through entangled ports") {
+    conflux_test::watchdog dog(10s);
+    auto body = []() -> conflux::task<> {
+        conflux::message_channel<int> mc;
+        using port = conflux::message_port<int>;
+        conflux::worker<int, int> pinger(
+            [](auto& parent, port peer) -> conflux::task<> {
+                int total = 0;
+                for (int i = 1; i <= 10; ++i) {
+                    peer.post(i);
+                    auto v = co_await peer.receive();
+                    total += v.value_or(0);
+                }
+                parent.post(total);
+            },
+            std::move(mc.port1));
+        conflux::worker<port, int> echo([](auto& parent) -> conflux::task<> {
+            auto peer = co_await parent.receive(); // a port arrives through the parent
+            while (auto v = co_await peer->receive()) peer->post(*v * 10);
+        });
+        CHECK_FALSE(mc.port1.linked());
+        echo.post(std::move(mc.port2));
+        auto total = co_await pinger.receive();
+        CHECK(total == 550);
+        co_await pinger.join(); // its port closes: the echo's receive ends
+        co_await echo.join();
+    };
+    conflux::run(body());
+}
