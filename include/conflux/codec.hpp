@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <span>
@@ -172,7 +173,11 @@ public:
             const auto b = std::to_integer<std::uint8_t>(read(1)[0]);
             if (shift == 63 && (b & 0x7e) != 0) fail("length overflows 64 bits");
             v |= std::uint64_t(b & 0x7f) << shift;
-            if ((b & 0x80) == 0) return v;
+            if ((b & 0x80) == 0) {
+                // One encoding per value: a final zero byte would be a longer spelling.
+                if (b == 0 && shift != 0) fail("non-minimal length");
+                return v;
+            }
         }
         fail("length overflows 64 bits");
     }
@@ -475,7 +480,16 @@ struct map_codec {
         for (std::size_t i = 0; i < n; ++i) {
             key k = decode_value<key>(r);
             mapped v = decode_value<mapped>(r);
-            if (!m.emplace(std::move(k), std::move(v)).second) byte_reader::fail("duplicate key");
+            if constexpr (requires { m.key_comp(); }) {
+                // Ordered maps are encoded in key order: anything else (a duplicate too) is
+                // not what an encoder wrote, and this keeps decoding linear.
+                if (!m.empty() && !m.key_comp()(std::prev(m.end())->first, k)) {
+                    byte_reader::fail("map keys out of order or duplicated");
+                }
+                m.emplace_hint(m.end(), std::move(k), std::move(v));
+            } else if (!m.emplace(std::move(k), std::move(v)).second) {
+                byte_reader::fail("duplicate key");
+            }
         }
         return m;
     }

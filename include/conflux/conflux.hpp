@@ -5,10 +5,12 @@
 #include <conflux/atomic_view.hpp>
 #include <conflux/buffer.hpp>
 #include <conflux/channel.hpp>
+#include <conflux/codec.hpp>
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/executor.hpp>
 #include <conflux/exit_status.hpp>
+#include <conflux/ipc.hpp>
 #include <conflux/net.hpp>
 #include <conflux/process.hpp>
 #include <conflux/process_options.hpp>

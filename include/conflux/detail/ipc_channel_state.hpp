@@ -1,0 +1,519 @@
+#pragma once
+
+// The socket side of `ipc_channel`: the outgoing queue and its background writer, the
+// reading side with its frame decoder, back-pressure waits. Lives on one event loop.
+
+#include <conflux/codec.hpp>
+#include <conflux/error.hpp>
+#include <conflux/event_loop.hpp>
+#include <conflux/task.hpp>
+#include <conflux/detail/io_watch.hpp>
+#include <conflux/detail/ipc_frame.hpp>
+#include <conflux/detail/loop_wait.hpp>
+#include <conflux/detail/system_error.hpp>
+#include <conflux/detail/unique_fd.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <coroutine>
+#include <cstddef>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace conflux::detail {
+
+inline std::pair<unique_fd, unique_fd> ipc_socketpair() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        throw_errno("socketpair", "ipc channel");
+    }
+    return {unique_fd(sv[0]), unique_fd(sv[1])};
+}
+
+class ipc_channel_state : public std::enable_shared_from_this<ipc_channel_state> {
+public:
+    static constexpr std::size_t read_chunk = 64 * 1024;
+
+    ipc_channel_state(event_loop& loop, unique_fd sock, bool json, codec_limits limits,
+                      std::size_t high_water_mark)
+        : m_loop(&loop), m_sock(std::move(sock)), m_json(json), m_limits(limits),
+          m_hwm(high_water_mark), m_decoder(limits.max_message_size) {
+        struct stat st {};
+        if (::fstat(m_sock.get(), &st) != 0) throw_errno("ipc channel", "fstat");
+        if (!S_ISSOCK(st.st_mode)) throw_system_error(ENOTSOCK, "ipc channel");
+        const int flags = ::fcntl(m_sock.get(), F_GETFL);
+        if (flags < 0 || ::fcntl(m_sock.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+            throw_errno("ipc channel", "O_NONBLOCK");
+        }
+        m_watch = std::make_unique<io_watch>(loop, m_sock.get());
+    }
+    ipc_channel_state(const ipc_channel_state&) = delete;
+    ipc_channel_state& operator=(const ipc_channel_state&) = delete;
+    ~ipc_channel_state() {
+        m_watch.reset(); // out of epoll before the descriptor closes
+    }
+
+    int fd() const noexcept { return m_sock.get(); }
+    event_loop& loop() const noexcept { return *m_loop; }
+    bool json() const noexcept { return m_json; }
+    std::size_t pending() const noexcept { return m_out.size() - m_out_pos; }
+    bool has_room() const noexcept { return pending() < m_hwm; }
+    bool connected() const noexcept { return !m_disconnecting && !m_broken && !m_failed && !m_eof; }
+
+    void check_thread(const char* what) const {
+        if (!m_loop->running_in_this_thread()) {
+            throw std::logic_error(std::string("conflux::ipc_channel::") + what +
+                                   " called off the channel's event loop thread");
+        }
+    }
+
+    // ---- sending ------------------------------------------------------------------------
+
+    void check_sendable() const {
+        if (m_disconnecting) throw ipc_error("conflux::ipc: send on a disconnected channel");
+        if (m_broken || m_failed) throw ipc_error("conflux::ipc: send on a broken channel");
+    }
+
+    template <class T>
+    void enqueue(const T& message) {
+        check_sendable();
+        if (m_json) {
+            if constexpr (std::is_convertible_v<const T&, std::string_view>) {
+                enqueue_json(std::string_view(message));
+                return;
+            } else {
+                throw std::logic_error("conflux::ipc_channel: a json channel sends strings "
+                                       "holding JSON text");
+            }
+        }
+        const std::size_t start = m_out.size();
+        std::vector<file_descriptor> fds;
+        try {
+            m_out.resize(start + frame_header_size);
+            byte_writer w(m_out, &fds, m_limits.max_depth);
+            encode_value(w, message);
+            finish_frame(start, frame_type::user, fds);
+        } catch (...) {
+            m_out.resize(start);
+            throw;
+        }
+        schedule_write();
+    }
+
+    void enqueue_error(std::string_view type_name, std::string_view message) {
+        check_sendable();
+        if (m_json) return; // Node has no such message; the exit status tells
+        const std::size_t start = m_out.size();
+        std::vector<file_descriptor> fds;
+        try {
+            m_out.resize(start + frame_header_size);
+            byte_writer w(m_out, &fds);
+            encode_value(w, std::string(type_name.substr(0, 4096)));
+            encode_value(w, std::string(message.substr(0, 64 * 1024)));
+            finish_frame(start, frame_type::remote_error, fds);
+        } catch (...) {
+            m_out.resize(start);
+            throw;
+        }
+        schedule_write();
+    }
+
+    /// Waits while the queue is at the high-water mark.
+    task<void> wait_for_room(std::stop_token token) {
+        while (!has_room()) {
+            check_sendable();
+            co_await waiter(*this, m_room_waiters, token);
+        }
+        check_sendable();
+    }
+
+    task<void> wait_drained(std::stop_token token) {
+        while (pending() != 0 && !m_broken) co_await waiter(*this, m_drain_waiters, token);
+        if (m_broken) throw ipc_error("conflux::ipc: the channel broke before all was written");
+    }
+
+    void disconnect() noexcept {
+        if (m_disconnecting) return;
+        m_disconnecting = true;
+        wake(m_room_waiters);
+        if (!m_writer_running) shut();
+    }
+
+    // ---- receiving ----------------------------------------------------------------------
+
+    auto begin_receive() {
+        if (m_receiving) {
+            throw std::logic_error("conflux::ipc_channel: two receives at once on one channel");
+        }
+        m_receiving = true;
+        struct guard {
+            ipc_channel_state* s;
+            ~guard() { s->m_receiving = false; }
+        };
+        return guard{this};
+    }
+
+    /// The next complete frame, or empty at end-of-file. Throws `ipc_error` (and closes the
+    /// channel) on malformed input.
+    task<std::optional<frame>> next_frame(std::stop_token token) {
+        for (;;) {
+            if (m_failed || m_disconnecting) co_return std::nullopt;
+            if (m_json) {
+                if (auto f = next_json_line()) co_return f;
+            } else if (m_decoder.has_frame()) {
+                co_return m_decoder.pop();
+            }
+            if (m_eof) {
+                if (m_json ? !m_line.empty() : m_decoder.mid_frame()) {
+                    fail("the peer closed the channel in the middle of a message");
+                }
+                co_return std::nullopt;
+            }
+            if (!read_some()) co_await m_watch->readable(token);
+        }
+    }
+
+    std::pair<std::string, std::string> decode_error(frame& f) {
+        try {
+            byte_reader r(f.body, m_limits);
+            auto type = decode_value<std::string>(r);
+            auto what = decode_value<std::string>(r);
+            return {std::move(type), std::move(what)};
+        } catch (const ipc_error& e) {
+            fail(e.what());
+        }
+    }
+
+    template <class T>
+    T decode_user(frame& f) {
+        if (m_json) {
+            if constexpr (std::is_same_v<T, std::string>) {
+                return std::string(reinterpret_cast<const char*>(f.body.data()), f.body.size());
+            } else {
+                throw std::logic_error("conflux::ipc_channel: a json channel receives "
+                                       "std::string (JSON text)");
+            }
+        } else {
+            try {
+                byte_reader r(f.body, m_limits, f.fds);
+                T v = decode_value<T>(r);
+                if (r.remaining() != 0) byte_reader::fail("trailing bytes after the message");
+                return v;
+            } catch (const ipc_error& e) {
+                fail(e.what());
+            }
+        }
+    }
+
+    /// Closes the channel after malformed input and throws `ipc_error`.
+    [[noreturn]] void fail(const std::string& why) {
+        m_failed = true;
+        m_out.clear();
+        m_out_pos = 0;
+        m_marks.clear();
+        wake(m_room_waiters);
+        wake(m_drain_waiters);
+        ::shutdown(m_sock.get(), SHUT_RDWR);
+        throw ipc_error(why);
+    }
+
+private:
+    struct fd_mark {
+        std::size_t offset; // of the frame header in m_out
+        std::vector<file_descriptor> fds;
+    };
+
+    /// A coroutine waiting for the writer to make progress.
+    class waiter {
+    public:
+        waiter(ipc_channel_state& s, std::vector<loop_wait*>& list, std::stop_token token)
+            : m_state(s), m_list(list), m_token(std::move(token)) {}
+        waiter(const waiter&) = delete;
+        waiter& operator=(const waiter&) = delete;
+        ~waiter() { withdraw(this); }
+
+        bool await_ready() const {
+            if (m_token.stop_requested()) throw operation_cancelled();
+            return false;
+        }
+        void await_suspend(std::coroutine_handle<> h) {
+            m_list.push_back(&m_wait);
+            m_wait.arm(h, any_executor(*m_state.m_loop), m_token, &withdraw, this);
+        }
+        void await_resume() {
+            if (m_wait.finish()) throw operation_cancelled();
+        }
+
+    private:
+        static void withdraw(void* self) noexcept {
+            auto* me = static_cast<waiter*>(self);
+            std::erase(me->m_list, &me->m_wait);
+        }
+
+        ipc_channel_state& m_state;
+        std::vector<loop_wait*>& m_list;
+        std::stop_token m_token;
+        loop_wait m_wait;
+    };
+
+    static void wake(std::vector<loop_wait*>& list) noexcept {
+        for (loop_wait* w : std::exchange(list, {})) w->complete();
+    }
+
+    void finish_frame(std::size_t start, frame_type type, std::vector<file_descriptor>& fds) {
+        const std::size_t length = m_out.size() - start - frame_header_size;
+        if (length > m_limits.max_message_size || length > 0xffffffffu) {
+            throw ipc_error("conflux::ipc: message of " + std::to_string(length) +
+                            " bytes exceeds max_message_size " +
+                            std::to_string(m_limits.max_message_size));
+        }
+        if (fds.size() > max_frame_fds) {
+            throw ipc_error("conflux::ipc: more than 253 descriptors in one message");
+        }
+        write_frame_header(m_out.data() + start, type, fds.size(), length);
+        if (!fds.empty()) m_marks.push_back({start, std::move(fds)});
+    }
+
+    void enqueue_json(std::string_view text) {
+        if (text.empty() || text.find('\n') != std::string_view::npos) {
+            throw std::invalid_argument("conflux::ipc_channel: a json message is one non-empty "
+                                        "line of JSON text");
+        }
+        if (text.size() > m_limits.max_message_size) {
+            throw ipc_error("conflux::ipc: message exceeds max_message_size");
+        }
+        const std::size_t start = m_out.size();
+        m_out.resize(start + text.size() + 1);
+        std::memcpy(m_out.data() + start, text.data(), text.size());
+        m_out[start + text.size()] = std::byte{'\n'};
+        schedule_write();
+    }
+
+    void schedule_write() {
+        if (m_writer_running) return;
+        m_writer_running = true;
+        m_loop->detach(writer(shared_from_this()));
+    }
+
+    static task<void> writer(std::shared_ptr<ipc_channel_state> s) {
+        // Started from the loop's queue, after the sending coroutine yielded: every message
+        // queued meanwhile goes out in the same write.
+        co_await s->write_all();
+        s->m_writer_running = false;
+        if (s->pending() == 0) wake(s->m_drain_waiters);
+        if (s->m_disconnecting) s->shut();
+    }
+
+    task<void> write_all() {
+        while (!m_broken && !m_failed) {
+            compact();
+            if (m_out_pos == m_out.size()) break;
+            std::size_t end = m_out.size();
+            std::vector<file_descriptor>* attach = nullptr;
+            if (!m_marks.empty()) {
+                if (m_marks.front().offset == m_out_pos) {
+                    // This frame's descriptors go with the write that starts at its header,
+                    // and that write stops before the next frame that has descriptors.
+                    attach = &m_marks.front().fds;
+                    if (m_marks.size() > 1) end = m_marks[1].offset;
+                } else {
+                    end = m_marks.front().offset;
+                }
+            }
+            iovec iov{m_out.data() + m_out_pos, end - m_out_pos};
+            msghdr msg{};
+            msg.msg_iov = &iov;
+            msg.msg_iovlen = 1;
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
+            if (attach != nullptr) {
+                const std::size_t bytes = sizeof(int) * attach->size();
+                msg.msg_control = control;
+                msg.msg_controllen = CMSG_SPACE(bytes);
+                cmsghdr* c = CMSG_FIRSTHDR(&msg);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(bytes);
+                auto* out = reinterpret_cast<unsigned char*>(CMSG_DATA(c));
+                for (const file_descriptor& f : *attach) {
+                    const int raw = f.get();
+                    std::memcpy(out, &raw, sizeof raw);
+                    out += sizeof raw;
+                }
+            }
+            const ssize_t n = ::sendmsg(m_sock.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    co_await m_watch->writable(std::stop_token());
+                    continue;
+                }
+                m_broken = true; // EPIPE, ECONNRESET: the peer is gone
+                break;
+            }
+            if (attach != nullptr) m_marks.pop_front(); // our duplicates close here
+            m_out_pos += static_cast<std::size_t>(n);
+            if (has_room()) wake(m_room_waiters);
+        }
+        if (m_broken || m_failed) {
+            m_out.clear();
+            m_out_pos = 0;
+            m_marks.clear();
+            wake(m_room_waiters);
+        }
+    }
+
+    void compact() {
+        if (m_out_pos == m_out.size()) {
+            m_out.clear();
+            m_out_pos = 0;
+            // Do not keep a huge buffer around after one huge message.
+            if (m_out.capacity() > 4 * m_hwm + 4 * read_chunk) std::vector<std::byte>().swap(m_out);
+            return;
+        }
+        if (m_out_pos >= read_chunk && m_out_pos >= m_out.size() / 2) {
+            m_out.erase(m_out.begin(), m_out.begin() + static_cast<std::ptrdiff_t>(m_out_pos));
+            for (fd_mark& m : m_marks) m.offset -= m_out_pos;
+            m_out_pos = 0;
+        }
+    }
+
+    void shut() noexcept {
+        if (m_shut) return;
+        m_shut = true;
+        // Wakes a pending receive (it sees end-of-file) and tells the peer.
+        ::shutdown(m_sock.get(), SHUT_RDWR);
+    }
+
+    /// One read; false when nothing was there (EAGAIN).
+    bool read_some() {
+        for (;;) {
+            std::span<std::byte> into;
+            const bool direct = !m_json && m_decoder.direct_space().size() >= read_chunk;
+            if (direct) {
+                into = m_decoder.direct_space();
+            } else {
+                if (m_in.size() < read_chunk) m_in.resize(read_chunk);
+                into = std::span(m_in);
+            }
+            iovec iov{into.data(), into.size()};
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
+            msghdr msg{};
+            msg.msg_iov = &iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control;
+            msg.msg_controllen = sizeof control;
+            const ssize_t n = ::recvmsg(m_sock.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+                if (errno == ECONNRESET) {
+                    m_eof = true;
+                    return true;
+                }
+                throw_errno("recvmsg", "ipc channel");
+            }
+            // Own every descriptor that arrived before looking at anything else, so that
+            // each error path below closes them.
+            std::vector<file_descriptor> fds;
+            for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+                const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                const auto* data = reinterpret_cast<const unsigned char*>(CMSG_DATA(c));
+                for (std::size_t i = 0; i < count; ++i) {
+                    int raw;
+                    std::memcpy(&raw, data + i * sizeof raw, sizeof raw);
+                    fds.emplace_back(raw);
+                }
+            }
+            if (msg.msg_flags & MSG_CTRUNC) fail("descriptors were truncated (MSG_CTRUNC)");
+            if (n == 0) {
+                if (!fds.empty()) fail("descriptors arrived without data");
+                m_eof = true;
+                return true;
+            }
+            const auto got = static_cast<std::size_t>(n);
+            try {
+                if (m_json) {
+                    if (!fds.empty()) fail("descriptors on a json channel");
+                    m_line.insert(m_line.end(), into.begin(), into.begin() + n);
+                } else if (direct) {
+                    if (!fds.empty()) m_decoder.reject_direct_fds();
+                    m_decoder.commit_direct(got);
+                } else {
+                    m_decoder.feed(into.first(got), std::move(fds));
+                }
+            } catch (const ipc_error& e) {
+                if (!m_failed) fail(e.what());
+                throw;
+            }
+            return true;
+        }
+    }
+
+    std::optional<frame> next_json_line() {
+        const auto begin = m_line.begin() + static_cast<std::ptrdiff_t>(m_line_scanned);
+        const auto nl = std::find(begin, m_line.end(), std::byte{'\n'});
+        if (nl == m_line.end()) {
+            m_line_scanned = m_line.size();
+            if (m_line.size() > m_limits.max_message_size) {
+                fail("json message exceeds max_message_size");
+            }
+            return std::nullopt;
+        }
+        frame f;
+        f.body.assign(m_line.begin(), nl);
+        m_line.erase(m_line.begin(), nl + 1);
+        m_line_scanned = 0;
+        // Node's own internal messages ({"cmd":"NODE_..."}) are not for the user.
+        static constexpr std::string_view internal = "{\"cmd\":\"NODE_";
+        if (f.body.size() >= internal.size() &&
+            std::memcmp(f.body.data(), internal.data(), internal.size()) == 0) {
+            return next_json_line();
+        }
+        if (f.body.empty()) return next_json_line();
+        return f;
+    }
+
+    event_loop* m_loop;
+    unique_fd m_sock;
+    std::unique_ptr<io_watch> m_watch;
+    bool m_json;
+    codec_limits m_limits;
+    std::size_t m_hwm;
+
+    std::vector<std::byte> m_out;
+    std::size_t m_out_pos = 0;
+    std::deque<fd_mark> m_marks;
+    bool m_writer_running = false;
+    bool m_disconnecting = false;
+    bool m_broken = false;
+    bool m_shut = false;
+    std::vector<loop_wait*> m_room_waiters;
+    std::vector<loop_wait*> m_drain_waiters;
+
+    frame_decoder m_decoder;
+    std::vector<std::byte> m_in;
+    std::vector<std::byte> m_line; // json mode: bytes of the current, incomplete line(s)
+    std::size_t m_line_scanned = 0;
+    bool m_eof = false;
+    bool m_failed = false;
+    bool m_receiving = false;
+};
+
+} // namespace conflux::detail

@@ -1,0 +1,499 @@
+#include <conflux/buffer.hpp>
+#include <conflux/ipc.hpp>
+#include <conflux/run.hpp>
+#include <conflux/shared_buffer.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/when_all.hpp>
+#include <conflux/detail/ipc_frame.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using conflux::ipc_channel;
+using conflux::task;
+
+namespace {
+
+struct job {
+    int id = 0;
+    std::string name;
+    std::vector<double> data;
+    std::optional<std::map<std::string, int>> extra;
+    friend bool operator==(const job&, const job&) = default;
+};
+
+// FNV-1a over the bytes: enough to tell a corrupted or reordered payload.
+std::uint64_t digest(const std::vector<std::uint8_t>& v) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (std::uint8_t b : v) h = (h ^ b) * 1099511628211ull;
+    return h;
+}
+
+std::vector<std::uint8_t> pattern(std::size_t n, std::uint8_t seed) {
+    std::vector<std::uint8_t> v(n);
+    std::uint32_t x = seed * 2654435761u + 1;
+    for (auto& b : v) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b = static_cast<std::uint8_t>(x);
+    }
+    return v;
+}
+
+// A frame as the library writes it, for the raw peer.
+template <class T>
+std::vector<std::byte>
+frame_of(const T& v, conflux::detail::frame_type type = conflux::detail::frame_type::user,
+         std::size_t fds = 0) {
+    auto body = conflux::encode(v);
+    std::vector<std::byte> out(conflux::detail::frame_header_size);
+    conflux::detail::write_frame_header(out.data(), type, fds, body.size());
+    out.insert(out.end(), body.begin(), body.end());
+    return out;
+}
+
+void write_all(int fd, std::span<const std::byte> bytes) {
+    while (!bytes.empty()) {
+        const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        REQUIRE(n > 0);
+        bytes = bytes.subspan(static_cast<std::size_t>(n));
+    }
+}
+
+void send_with_fds(int sock, std::span<const std::byte> bytes, std::vector<int> fds) {
+    iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    REQUIRE(::sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+}
+
+// A channel on one end, the raw socket on the other.
+std::pair<ipc_channel, conflux::detail::unique_fd> raw_pair(conflux::ipc_options o = {}) {
+    auto [a, b] = conflux::detail::ipc_socketpair();
+    return {ipc_channel(conflux::file_descriptor(a.release()), o), std::move(b)};
+}
+
+ino_t inode_of(int fd) {
+    struct stat st {};
+    REQUIRE(::fstat(fd, &st) == 0);
+    return st.st_ino;
+}
+
+// Queues `message` until the peer's socket buffer and then our queue are full.
+task<int> fill(ipc_channel& ch, const std::string& message) {
+    int queued = 0;
+    for (int quiet = 0; quiet < 3;) {
+        if (ch.try_send(message)) {
+            ++queued;
+            quiet = 0;
+        } else {
+            ++quiet;
+            co_await conflux::sleep_for(2ms); // lets the writer move the queue to the socket
+        }
+    }
+    co_return queued;
+}
+
+task<void> yield_a_little() {
+    for (int i = 0; i < 3; ++i) co_await conflux::sleep_for(0ms);
+}
+
+} // namespace
+
+TEST_CASE("typed messages round trip both ways, in order, including empty ones") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        auto [a, b] = ipc_channel::pair();
+        job j{7, "seven", {1.5, 2.5}, std::map<std::string, int>{{"k", 1}}};
+        co_await a.send(j);
+        co_await a.send(std::string());
+        co_await a.send(std::tuple<>());
+        for (int i = 0; i < 1000; ++i) co_await a.send(i);
+        co_await b.send(std::variant<int, std::string>("back"));
+
+        CHECK(co_await b.receive<job>() == j);
+        CHECK(co_await b.receive<std::string>() == std::string());
+        CHECK(co_await b.receive<std::tuple<>>() == std::tuple<>());
+        for (int i = 0; i < 1000; ++i) {
+            auto v = co_await b.receive<int>();
+            REQUIRE(v);
+            if (*v != i) FAIL("out of order: " << *v << " != " << i);
+        }
+        auto back = co_await a.receive<std::variant<int, std::string>>();
+        CHECK(std::get<std::string>(*back) == "back");
+
+        a.disconnect();
+        CHECK(!(co_await b.receive<int>()));
+        CHECK_THROWS_AS(co_await a.send(1), conflux::ipc_error);
+    }());
+}
+
+TEST_CASE("4 x 8 MiB messages each way at once arrive intact; 65521-byte messages straddle reads") {
+    conflux_test::watchdog dog(30s);
+    conflux::run([]() -> task<void> {
+        auto [a, b] = ipc_channel::pair();
+        auto pump = [](ipc_channel& out, ipc_channel& in, std::uint8_t seed) -> task<void> {
+            auto sender = [&]() -> task<void> {
+                for (int i = 0; i < 4; ++i) co_await out.send(pattern(8 << 20, seed + i));
+                for (int i = 0; i < 10; ++i) co_await out.send(pattern(65521, seed + i));
+            };
+            auto receiver = [&]() -> task<void> {
+                for (int i = 0; i < 4; ++i) {
+                    auto m = co_await in.receive<std::vector<std::uint8_t>>();
+                    REQUIRE(m);
+                    CHECK(m->size() == (8u << 20));
+                    CHECK(digest(*m) == digest(pattern(8 << 20, seed + i)));
+                }
+                for (int i = 0; i < 10; ++i) {
+                    auto m = co_await in.receive<std::vector<std::uint8_t>>();
+                    REQUIRE(m);
+                    CHECK(digest(*m) == digest(pattern(65521, seed + i)));
+                }
+            };
+            co_await conflux::when_all(sender(), receiver());
+        };
+        co_await conflux::when_all(pump(a, b, 1), pump(b, a, 100));
+    }());
+}
+
+TEST_CASE("frames split at every byte boundary are reassembled") {
+    conflux_test::watchdog dog(30s);
+    std::vector<std::byte> stream;
+    for (auto& f : {frame_of(std::string("first")), frame_of(std::vector<int>{1, 2, 3}),
+                    frame_of(std::string())}) {
+        stream.insert(stream.end(), f.begin(), f.end());
+    }
+    conflux::run([&]() -> task<void> {
+        const std::vector<int> one_two_three{1, 2, 3};
+        for (std::size_t cut = 0; cut <= stream.size(); ++cut) {
+            CAPTURE(cut);
+            auto [ch, raw] = raw_pair();
+            write_all(raw.get(), std::span(stream).first(cut));
+            co_await yield_a_little();
+            write_all(raw.get(), std::span(stream).subspan(cut));
+            raw.reset();
+            CHECK(co_await ch.receive<std::string>() == std::string("first"));
+            CHECK(co_await ch.receive<std::vector<int>>() == one_two_three);
+            CHECK(co_await ch.receive<std::string>() == std::string(""));
+            CHECK(!(co_await ch.receive<int>()));
+        }
+    }());
+}
+
+TEST_CASE("malformed frames from a raw peer: one ipc_error, then the channel is closed") {
+    conflux_test::watchdog dog(20s);
+    const auto fds_before = conflux_test::open_fds();
+    auto good = frame_of(std::string("ok"));
+    auto mutate = [&](std::size_t offset, std::uint8_t value) {
+        auto f = good;
+        f[offset] = std::byte{value};
+        return f;
+    };
+    std::vector<std::pair<const char*, std::vector<std::byte>>> cases = {
+        {"bad magic", mutate(0, 0)},
+        {"bad version", mutate(4, 9)},
+        {"unknown type", mutate(5, 77)},
+        {"control type 0", mutate(5, 0)},
+        {"reserved bits", mutate(12, 1)},
+        {"declares descriptors it does not send", mutate(6, 1)},
+        {"garbage body (lying string length)", mutate(16, 200)},
+        {"oversized", frame_of(std::string(5000, 'x'))},
+    };
+    {
+        auto truncated = good;
+        truncated.resize(truncated.size() - 1);
+        cases.emplace_back("truncated then EOF", truncated);
+        cases.emplace_back("half a header then EOF",
+                           std::vector<std::byte>(good.begin(), good.begin() + 7));
+    }
+    conflux::run([&]() -> task<void> {
+        for (auto& [name, bytes] : cases) {
+            CAPTURE(name);
+            auto [ch, raw] = raw_pair({.max_message_size = 4096});
+            write_all(raw.get(), bytes);
+            raw.reset();
+            CHECK_THROWS_AS(co_await ch.receive<std::string>(), conflux::ipc_error);
+            CHECK(!ch.connected());
+            CHECK(!(co_await ch.receive<std::string>()));
+        }
+        // A good frame still decodes as a different type: that is the receiver's mistake and
+        // also an ipc_error (trailing bytes / truncation), never UB.
+        auto [ch, raw] = raw_pair();
+        write_all(raw.get(), frame_of(std::uint64_t(1)));
+        CHECK_THROWS_AS(co_await ch.receive<std::uint32_t>(), conflux::ipc_error);
+    }());
+    CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("a remote error frame becomes remote_error with the type name and message") {
+    conflux::run([]() -> task<void> {
+        auto [a, b] = ipc_channel::pair();
+        a.send_error("std::out_of_range", "index 9 of 3");
+        try {
+            (void)co_await b.receive<int>();
+            FAIL("no exception");
+        } catch (const conflux::remote_error& e) {
+            CHECK(e.type_name() == "std::out_of_range");
+            CHECK(e.message() == "index 9 of 3");
+        }
+    }());
+}
+
+TEST_CASE("descriptors travel as descriptors: same inode, close-on-exec, one per message") {
+    conflux_test::watchdog dog(10s);
+    const auto fds_before = conflux_test::open_fds();
+    conflux::run([]() -> task<void> {
+        auto [a, b] = ipc_channel::pair();
+        int p1[2];
+        int p2[2];
+        REQUIRE(::pipe(p1) == 0);
+        REQUIRE(::pipe(p2) == 0);
+        const ino_t i1 = inode_of(p1[1]);
+        const ino_t i2 = inode_of(p2[1]);
+        // Two handles in back-to-back messages that coalesce into one write, the second with
+        // a large payload; the sender closes its copies before the receiver looks.
+        co_await a.send(conflux::file_descriptor(p1[1]));
+        co_await a.send(std::make_tuple(std::string(800 * 1024, 'p'),
+                                        conflux::file_descriptor(p2[1]),
+                                        conflux::file_descriptor()));
+        auto f1 = co_await b.receive<conflux::file_descriptor>();
+        auto f2 = co_await b.receive<
+            std::tuple<std::string, conflux::file_descriptor, conflux::file_descriptor>>();
+        REQUIRE(f1);
+        REQUIRE(f2);
+        CHECK(inode_of(f1->get()) == i1);
+        CHECK(inode_of(std::get<1>(*f2).get()) == i2);
+        CHECK(!std::get<2>(*f2));
+        CHECK((::fcntl(f1->get(), F_GETFD) & FD_CLOEXEC) != 0);
+        CHECK((::fcntl(std::get<1>(*f2).get(), F_GETFD) & FD_CLOEXEC) != 0);
+        // The received end works: write through it, read from the pipe.
+        REQUIRE(::write(f1->get(), "x", 1) == 1);
+        char c = 0;
+        REQUIRE(::read(p1[0], &c, 1) == 1);
+        CHECK(c == 'x');
+        ::close(p1[0]);
+        ::close(p2[0]);
+    }());
+    CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("descriptors a frame did not declare, or fewer than declared: ipc_error, all closed") {
+    conflux_test::watchdog dog(10s);
+    const auto fds_before = conflux_test::open_fds();
+    conflux::run([]() -> task<void> {
+        int p[2];
+        REQUIRE(::pipe(p) == 0);
+        {
+            auto [ch, raw] = raw_pair();
+            send_with_fds(raw.get(), frame_of(std::string("x")), {p[0], p[1]}); // declares 0
+            CHECK_THROWS_AS(co_await ch.receive<std::string>(), conflux::ipc_error);
+        }
+        {
+            auto [ch, raw] = raw_pair();
+            send_with_fds(raw.get(),
+                          frame_of(std::string("x"), conflux::detail::frame_type::user, 3),
+                          {p[0], p[1]});
+            CHECK_THROWS_AS(co_await ch.receive<std::string>(), conflux::ipc_error);
+        }
+        {
+            // The body names descriptor index 5 of 1.
+            auto [ch, raw] = raw_pair();
+            std::vector<std::byte> body{std::byte{1}, std::byte{5}};
+            std::vector<std::byte> f(conflux::detail::frame_header_size);
+            conflux::detail::write_frame_header(f.data(), conflux::detail::frame_type::user, 1,
+                                                body.size());
+            f.insert(f.end(), body.begin(), body.end());
+            send_with_fds(raw.get(), f, {p[0]});
+            CHECK_THROWS_AS(co_await ch.receive<conflux::file_descriptor>(), conflux::ipc_error);
+        }
+        ::close(p[0]);
+        ::close(p[1]);
+    }());
+    CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("buffers: shareable ones travel as memory (sender detached), others as bytes") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        auto [a, b] = ipc_channel::pair();
+        auto shared = conflux::buffer::shareable(1 << 20);
+        shared.data()[0] = std::byte{42};
+        co_await a.send(std::move(shared));
+        CHECK(shared.detached()); // NOLINT: checking the moved-from state is the point
+        auto got = co_await b.receive<conflux::buffer>();
+        REQUIRE(got);
+        CHECK(got->is_shareable());
+        CHECK(got->size() == (1u << 20));
+        CHECK(got->data()[0] == std::byte{42});
+
+        auto slice = conflux::buffer::shareable(4096).slice(1000, 24);
+        slice.data()[0] = std::byte{7};
+        co_await a.send(std::move(slice));
+        auto got_slice = co_await b.receive<conflux::buffer>();
+        CHECK(got_slice->size() == 24);
+        CHECK(got_slice->data()[0] == std::byte{7});
+
+        conflux::buffer heap(100);
+        heap.data()[99] = std::byte{9};
+        co_await a.send(std::move(heap));
+        auto copied = co_await b.receive<conflux::buffer>();
+        CHECK(!copied->is_shareable());
+        CHECK(copied->data()[99] == std::byte{9});
+
+        co_await a.send(conflux::buffer());
+        CHECK((co_await b.receive<conflux::buffer>())->detached());
+
+        // A shared_buffer: both sides see each other's writes.
+        conflux::shared_buffer mem(4096);
+        co_await a.send(mem);
+        auto theirs = co_await b.receive<conflux::shared_buffer>();
+        REQUIRE(theirs);
+        theirs->view<std::int32_t>().store(3, 1234);
+        CHECK(mem.view<std::int32_t>().load(3) == 1234);
+    }());
+}
+
+TEST_CASE("a peer that stops reading applies back-pressure with bounded memory") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        auto [a, b] = ipc_channel::pair({.high_water_mark = 64 * 1024});
+        const std::string kib(1024, 'k');
+        const int queued = co_await fill(a, kib);
+        // The socket buffer took some; then the queue filled up to the mark and no further.
+        CHECK(queued > 64);
+        CHECK(a.pending_bytes() >= 64 * 1024);
+        CHECK(a.pending_bytes() < 64 * 1024 + 2048);
+        CHECK(!a.try_send(kib));
+
+        // A send now waits; the reader drains, the send completes, nothing is lost.
+        int sent_after = 0;
+        auto sender = [&]() -> task<void> {
+            for (int i = 0; i < 200; ++i) {
+                co_await a.send(kib);
+                ++sent_after;
+            }
+        };
+        auto reader = [&]() -> task<void> {
+            for (int i = 0; i < queued + 200; ++i) {
+                auto m = co_await b.receive<std::string>();
+                REQUIRE(m);
+                if (*m != kib) FAIL("corrupted message " << i);
+            }
+        };
+        co_await conflux::when_all(sender(), reader());
+        CHECK(sent_after == 200);
+    }());
+}
+
+TEST_CASE("a send waiting for room is cancelled by its stop token") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        auto [a, b] = ipc_channel::pair({.high_water_mark = 4096});
+        const std::string big(4096, 'x');
+        co_await fill(a, big);
+        std::stop_source stop;
+        auto canceller = [&]() -> task<void> {
+            co_await conflux::sleep_for(10ms);
+            stop.request_stop();
+        };
+        auto sender = [&]() -> task<void> {
+            CHECK_THROWS_AS(co_await a.send(big, stop.get_token()), conflux::operation_cancelled);
+        };
+        co_await conflux::when_all(sender(), canceller());
+        std::stop_source stop2;
+        auto receiver = [&]() -> task<void> {
+            auto [c, d] = ipc_channel::pair();
+            CHECK_THROWS_AS(co_await c.receive<int>(stop2.get_token()),
+                            conflux::operation_cancelled);
+        };
+        auto canceller2 = [&]() -> task<void> {
+            co_await conflux::sleep_for(10ms);
+            stop2.request_stop();
+        };
+        co_await conflux::when_all(receiver(), canceller2());
+    }());
+}
+
+TEST_CASE("the peer dying mid-message ends receive with one ipc_error, no hang, no leak") {
+    conflux_test::watchdog dog(10s);
+    const auto fds_before = conflux_test::open_fds();
+    conflux::run([]() -> task<void> {
+        auto [ch, raw] = raw_pair();
+        auto f = frame_of(std::string(100000, 'z'));
+        auto reader = [&]() -> task<void> {
+            CHECK_THROWS_AS(co_await ch.receive<std::string>(), conflux::ipc_error);
+        };
+        auto killer = [&]() -> task<void> {
+            write_all(raw.get(), std::span(f).first(50000));
+            co_await conflux::sleep_for(5ms);
+            raw.reset();
+        };
+        co_await conflux::when_all(reader(), killer());
+    }());
+    CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("json mode: one JSON text per line, Node's internal messages skipped") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        auto [ch, raw] = raw_pair({.mode = conflux::ipc_mode::json});
+        const std::string in = "{\"a\":1}\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n\"h\\u00e9\"\n[1,";
+        write_all(raw.get(), std::as_bytes(std::span(in)));
+        CHECK(co_await ch.receive<std::string>() == std::string("{\"a\":1}"));
+        CHECK(co_await ch.receive<std::string>() == std::string("\"h\\u00e9\""));
+        const std::string rest = "2]\n";
+        write_all(raw.get(), std::as_bytes(std::span(rest)));
+        CHECK(co_await ch.receive<std::string>() == std::string("[1,2]"));
+        co_await ch.send(std::string("{\"b\":2}"));
+        co_await ch.flush();
+        char buf[64] = {};
+        CHECK(::read(raw.get(), buf, sizeof buf) == 8);
+        CHECK(std::string(buf) == "{\"b\":2}\n");
+        CHECK_THROWS_AS(co_await ch.send(std::string("a\nb")), std::invalid_argument);
+        raw.reset();
+        CHECK(!(co_await ch.receive<std::string>()));
+    }());
+}
+
+TEST_CASE("messages too large or too deep are refused on the sending side") {
+    conflux::run([]() -> task<void> {
+        auto [a, b] = ipc_channel::pair({.max_message_size = 1000, .max_depth = 3});
+        CHECK_THROWS_AS(co_await a.send(std::string(2000, 'x')), conflux::ipc_error);
+        using deep = std::vector<std::vector<std::vector<std::vector<std::vector<int>>>>>;
+        deep nested(1);
+        nested[0].resize(1);
+        nested[0][0].resize(1);
+        nested[0][0][0].resize(1);
+        nested[0][0][0][0].push_back(1);
+        CHECK_THROWS_AS(co_await a.send(std::move(nested)), conflux::ipc_error);
+        co_await a.send(std::string("still fine"));
+        CHECK(co_await b.receive<std::string>() == std::string("still fine"));
+    }());
+}
