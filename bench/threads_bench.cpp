@@ -163,7 +163,8 @@ int main() {
     bench::row("worker start + join (s)", bench::seconds_per_op(worker_start_join, 500),
                bench::seconds_per_op(thread_start_join, 500), "s", false,
                bench::node_figure("threads_worker_start.js"));
-    bench::row("64 MiB buffer to a thread and back (s)", bench::seconds_per_op(buffer_transfer, 200),
+    bench::row("64 MiB buffer to a thread and back (s)",
+               bench::seconds_per_op(buffer_transfer, 200),
                bench::seconds_per_op(memcpy_transfer, 4, 3), "s", false,
                bench::node_figure("threads_transfer.js"));
     return 0;

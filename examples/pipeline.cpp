@@ -32,7 +32,8 @@ conflux::task<int> amain() {
     auto [produced, squared, total] = co_await conflux::when_all(
         conflux::spawn_thread([&]() -> conflux::task<> { co_await produce(numbers, n); }),
         conflux::spawn_thread([&]() -> conflux::task<> { co_await square(numbers, squares); }),
-        conflux::spawn_thread([&]() -> conflux::task<std::uint64_t> { co_return co_await sum(squares); }));
+        conflux::spawn_thread(
+            [&]() -> conflux::task<std::uint64_t> { co_return co_await sum(squares); }));
     (void)produced;
     (void)squared;
     const std::uint64_t expected = n * (n + 1) * (2 * n + 1) / 6;

@@ -12,7 +12,7 @@
 namespace {
 
 struct job {
-    conflux::buffer data;     // the bytes to scan; returned with the result
+    conflux::buffer data;                  // the bytes to scan; returned with the result
     std::array<std::uint64_t, 4> counts{}; // bytes per quarter of the range 0..255
 };
 
@@ -57,10 +57,11 @@ conflux::task<int> amain() {
     std::uint64_t sum = total[0] + total[1] + total[2] + total[3];
     std::printf("%zu workers scanned %llu bytes: %llu %llu %llu %llu per quarter; %s\n", workers,
                 static_cast<unsigned long long>(sum), static_cast<unsigned long long>(total[0]),
-                static_cast<unsigned long long>(total[1]), static_cast<unsigned long long>(total[2]),
+                static_cast<unsigned long long>(total[1]),
+                static_cast<unsigned long long>(total[2]),
                 static_cast<unsigned long long>(total[3]),
                 same_memory ? "buffers came back without a copy" : "COPIED");
-    co_return sum == size && same_memory ? 0 : 1;
+    co_return sum == size&& same_memory ? 0 : 1;
 }
 
 } // namespace

@@ -33,8 +33,8 @@ std::jthread loop_thread(F body) {
 }
 
 std::size_t scaled(std::size_t n) {
-    return std::max<std::size_t>(1, static_cast<std::size_t>(static_cast<double>(n) *
-                                                             conflux_test::stress_scale()));
+    return std::max<std::size_t>(
+        1, static_cast<std::size_t>(static_cast<double>(n) * conflux_test::stress_scale()));
 }
 
 } // namespace
@@ -212,8 +212,8 @@ TEST_CASE("channel: receive and send are cancelled through the stop token") {
             [&]() -> conflux::task<int> { co_return (co_await ch.receive()).value_or(-1); }(),
             conflux::sleep_for(10ms));
         CHECK(r.index() == 1);
-        auto s = co_await conflux::when_any(
-            [&]() -> conflux::task<> { co_await ch.send(5); }(), conflux::sleep_for(10ms));
+        auto s = co_await conflux::when_any([&]() -> conflux::task<> { co_await ch.send(5); }(),
+                                            conflux::sleep_for(10ms));
         CHECK(s.index() == 1);
         // The cancelled send did not leave its value behind, nor a waiter.
         CHECK_FALSE(ch.try_receive().has_value());

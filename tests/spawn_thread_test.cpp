@@ -52,9 +52,9 @@ TEST_CASE("spawn_thread gives a coroutine its own event loop") {
         CHECK(theirs != nullptr);
         CHECK(theirs != mine);
         CHECK_THROWS_WITH_AS(co_await conflux::spawn_thread([]() -> conflux::task<> {
-            co_await conflux::sleep_for(1ms);
-            throw std::runtime_error("coroutine failed");
-        }),
+                                 co_await conflux::sleep_for(1ms);
+                                 throw std::runtime_error("coroutine failed");
+                             }),
                              "coroutine failed", std::runtime_error);
     };
     conflux::run(body());
@@ -77,18 +77,17 @@ TEST_CASE("spawn_thread moves its arguments: a buffer arrives with its memory") 
 TEST_CASE("spawn_thread passes the awaiter's stop token to f") {
     conflux_test::watchdog dog(10s);
     auto body = []() -> conflux::task<> {
-        auto r = co_await conflux::when_any(
-            conflux::spawn_thread([](std::stop_token token) {
-                while (!token.stop_requested()) std::this_thread::sleep_for(1ms);
-                return std::string("stopped");
-            }),
-            conflux::sleep_for(10ms));
-        CHECK(r.index() == 1);
-        // A coroutine on the thread's own loop sees the token through its awaits.
-        auto s = co_await conflux::when_any(conflux::spawn_thread([]() -> conflux::task<> {
-                                                co_await conflux::sleep_for(1h);
+        auto r = co_await conflux::when_any(conflux::spawn_thread([](std::stop_token token) {
+                                                while (!token.stop_requested())
+                                                    std::this_thread::sleep_for(1ms);
+                                                return std::string("stopped");
                                             }),
                                             conflux::sleep_for(10ms));
+        CHECK(r.index() == 1);
+        // A coroutine on the thread's own loop sees the token through its awaits.
+        auto s = co_await conflux::when_any(
+            conflux::spawn_thread([]() -> conflux::task<> { co_await conflux::sleep_for(1h); }),
+            conflux::sleep_for(10ms));
         CHECK(s.index() == 1);
     };
     conflux::run(body());
@@ -114,10 +113,9 @@ TEST_CASE("offload runs on the shared pool and resumes on the caller's loop") {
         CHECK(id != caller);
         CHECK(std::this_thread::get_id() == caller);
         CHECK(co_await conflux::offload([](int a) { return a * 2; }, 21) == 42);
-        CHECK_THROWS_WITH_AS(co_await conflux::offload([]() -> int {
-            throw std::runtime_error("pool failed");
-        }),
-                             "pool failed", std::runtime_error);
+        CHECK_THROWS_WITH_AS(
+            co_await conflux::offload([]() -> int { throw std::runtime_error("pool failed"); }),
+            "pool failed", std::runtime_error);
     };
     conflux::run(body());
 }

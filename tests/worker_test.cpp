@@ -106,8 +106,8 @@ TEST_CASE("worker: join rethrows the body's exception with its type and message 
             throw weird_failure{7};
             co_return;
         });
-        CHECK_THROWS_WITH_AS(co_await b.join(),
-                             doctest::Contains("unknown exception"), conflux::worker_error);
+        CHECK_THROWS_WITH_AS(co_await b.join(), doctest::Contains("unknown exception"),
+                             conflux::worker_error);
 
         conflux::worker<int> c([](auto&) -> conflux::task<> {
             throw what_throws{};
@@ -115,7 +115,10 @@ TEST_CASE("worker: join rethrows the body's exception with its type and message 
         });
         CHECK_THROWS_AS(co_await c.join(), what_throws);
 
-        conflux::worker<int> d([](auto&) -> conflux::task<> { throw 42; co_return; });
+        conflux::worker<int> d([](auto&) -> conflux::task<> {
+            throw 42;
+            co_return;
+        });
         CHECK_THROWS_AS(co_await d.join(), conflux::worker_error);
     };
     conflux::run(body());
@@ -124,9 +127,7 @@ TEST_CASE("worker: join rethrows the body's exception with its type and message 
 TEST_CASE("worker: the parent's receive ends when the worker exits") {
     conflux_test::watchdog dog(10s);
     auto body = []() -> conflux::task<> {
-        conflux::worker<int> w([](auto&) -> conflux::task<> {
-            co_await conflux::sleep_for(5ms);
-        });
+        conflux::worker<int> w([](auto&) -> conflux::task<> { co_await conflux::sleep_for(5ms); });
         auto m = co_await w.receive();
         CHECK_FALSE(m.has_value());
         co_await w.join();

@@ -151,9 +151,7 @@ public:
         return send_locked(value, wake);
     }
 
-    bool try_send(const T& value)
-        requires std::is_copy_constructible_v<T>
-    {
+    bool try_send(const T& value) requires std::is_copy_constructible_v<T> {
         T copy(value);
         return try_send(std::move(copy));
     }
@@ -491,7 +489,8 @@ template <std::size_t N, class F>
 void with_index(std::size_t i, F&& f) {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
         ((i == I ? (f(std::integral_constant<std::size_t, I>{}), 0) : 0), ...);
-    }(std::make_index_sequence<N>{});
+    }
+    (std::make_index_sequence<N>{});
 }
 
 /// The awaiter of `receive_any`: one wait linked into several channels' receiver lists; the
@@ -507,7 +506,8 @@ public:
         : m_channels(&channels...), m_token(std::move(token)) {
         [&]<std::size_t... I>(std::index_sequence<I...>) {
             ((m_node_ptrs[I] = &std::get<I>(m_nodes)), ...);
-        }(std::make_index_sequence<count>{});
+        }
+        (std::make_index_sequence<count>{});
     }
     select_awaiter(const select_awaiter&) = delete;
     select_awaiter& operator=(const select_awaiter&) = delete;

@@ -17,9 +17,11 @@
 #include <conflux/run.hpp>
 #include <conflux/shared_buffer.hpp>
 #include <conflux/sleep.hpp>
+#include <conflux/spawn_thread.hpp>
 #include <conflux/stream.hpp>
 #include <conflux/task.hpp>
 #include <conflux/thread_pool.hpp>
 #include <conflux/version.hpp>
 #include <conflux/when_all.hpp>
 #include <conflux/when_any.hpp>
+#include <conflux/worker.hpp>

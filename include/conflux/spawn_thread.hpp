@@ -49,9 +49,10 @@ decltype(auto) invoke_with_token(F& f, std::stop_token token, Args&... args) {
 }
 
 template <class F, class... Args>
-using call_result_t = typename std::conditional_t<std::is_invocable_v<F&, std::stop_token, Args&&...>,
-                       std::invoke_result<F&, std::stop_token, Args&&...>,
-                       std::invoke_result<F&, Args&&...>>::type;
+using call_result_t =
+    typename std::conditional_t<std::is_invocable_v<F&, std::stop_token, Args&&...>,
+                                std::invoke_result<F&, std::stop_token, Args&&...>,
+                                std::invoke_result<F&, Args&&...>>::type;
 
 /// Runs `t` with `token` as the stop token it (and everything it awaits) inherits.
 template <class T>
@@ -159,8 +160,8 @@ inline thread_pool& default_pool() {
 /// The value `spawn_thread(f, args...)` produces: `f`'s result, or for a coroutine `f` the
 /// value of the task it returns.
 template <class F, class... Args>
-using spawn_thread_result_t =
-    typename detail::unwrap_task<detail::call_result_t<std::decay_t<F>, std::decay_t<Args>...>>::type;
+using spawn_thread_result_t = typename detail::unwrap_task<
+    detail::call_result_t<std::decay_t<F>, std::decay_t<Args>...>>::type;
 
 /// Runs `f(args...)` on a new thread and resumes the caller with its result or exception
 /// (Node.js: a one-shot `Worker`). The arguments are moved to the thread. If `f` returns a
@@ -184,8 +185,7 @@ task<spawn_thread_result_t<F, Args...>> spawn_thread(F f, Args... args) {
     std::stop_token token = co_await get_stop_token();
     auto body = [f = std::move(f), token, ... args = std::move(args)]() mutable -> R {
         if constexpr (detail::unwrap_task<call_t>::is_task) {
-            return detail::run_with_stop_token(detail::invoke_with_token(f, token, args...),
-                                               token);
+            return detail::run_with_stop_token(detail::invoke_with_token(f, token, args...), token);
         } else {
             return detail::invoke_with_token(f, token, args...);
         }

@@ -204,16 +204,15 @@ public:
     /// Starts `body(port, std::move(data))` on a new thread. Throws `std::system_error`
     /// ("pthread_create" and the worker's name) when no thread can be started.
     template <class F, class Data>
-        requires std::invocable<F&, body_port&, Data&&>
-    worker(F body, Data data, worker_options options = {})
-        : worker(start_tag{}, std::move(options), [body = std::move(body), data = std::move(data)](
-                                         body_port& port) mutable -> task<void> {
-              return std::invoke(body, port, std::move(data));
-          }) {}
+    requires std::invocable<F&, body_port&, Data&&> worker(F body, Data data,
+                                                           worker_options options = {})
+        : worker(start_tag{}, std::move(options),
+                 [body = std::move(body), data = std::move(data)](body_port& port) mutable
+                 -> task<void> { return std::invoke(body, port, std::move(data)); }) {}
 
     /// Starts `body(port)` on a new thread.
     template <class F>
-        requires std::invocable<F&, body_port&>
+    requires std::invocable<F&, body_port&>
     explicit worker(F body, worker_options options = {})
         : worker(start_tag{}, std::move(options), std::move(body)) {}
 
@@ -277,12 +276,10 @@ public:
     task<void> terminate() {
         request_stop();
         state& st = *m_state;
-        auto outcome = co_await when_any(
-            [&st]() -> task<void> { co_await st.exited.receive(); }(),
-            sleep_for(st.options.terminate_deadline));
+        auto outcome = co_await when_any([&st]() -> task<void> { co_await st.exited.receive(); }(),
+                                         sleep_for(st.options.terminate_deadline));
         if (outcome.index() == 1) {
-            throw worker_error("conflux::worker \"" + st.options.name +
-                               "\": still running " +
+            throw worker_error("conflux::worker \"" + st.options.name + "\": still running " +
                                std::to_string(st.options.terminate_deadline.count()) +
                                " ms after terminate() (its body ignores its stop token)");
         }
@@ -354,12 +351,12 @@ private:
             bool reported = false;
             while (!m_state->finished.load(std::memory_order_acquire)) {
                 if (!reported && std::chrono::steady_clock::now() >= deadline) {
-                    std::fprintf(stderr,
-                                 "conflux::worker \"%s\": still running %lld ms after being "
-                                 "dropped (its body ignores its stop token); waiting for it\n",
-                                 m_state->options.name.c_str(),
-                                 static_cast<long long>(
-                                     m_state->options.terminate_deadline.count()));
+                    std::fprintf(
+                        stderr,
+                        "conflux::worker \"%s\": still running %lld ms after being "
+                        "dropped (its body ignores its stop token); waiting for it\n",
+                        m_state->options.name.c_str(),
+                        static_cast<long long>(m_state->options.terminate_deadline.count()));
                     reported = true;
                 }
                 std::this_thread::sleep_for(pause);

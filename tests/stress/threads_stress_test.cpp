@@ -20,8 +20,8 @@ using namespace std::chrono_literals;
 namespace {
 
 std::size_t scaled(std::size_t n) {
-    return std::max<std::size_t>(1, static_cast<std::size_t>(static_cast<double>(n) *
-                                                             conflux_test::stress_scale()));
+    return std::max<std::size_t>(
+        1, static_cast<std::size_t>(static_cast<double>(n) * conflux_test::stress_scale()));
 }
 
 } // namespace

@@ -38,8 +38,8 @@ public:
             fn_t fn;
             std::string name;
         };
-        auto block = std::make_unique<start_block>(start_block{fn_t(std::forward<F>(f)),
-                                                               options.name});
+        auto block =
+            std::make_unique<start_block>(start_block{fn_t(std::forward<F>(f)), options.name});
         pthread_attr_t attr;
         if (int err = ::pthread_attr_init(&attr); err != 0) {
             throw_system_error(err, "pthread_attr_init", options.name);

@@ -34,8 +34,8 @@ inline void futex_wait_private(std::atomic<std::uint32_t>& word, std::uint32_t e
 /// saw the change by spinning and returned): the kernel then finds no sleeper, or reports
 /// EFAULT for an unmapped page, and both are harmless.
 inline void futex_wake_private(std::atomic<std::uint32_t>* word, int count) noexcept {
-    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count,
-              nullptr, nullptr, 0);
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
+              nullptr, 0);
 }
 
 /// Calls `done()` in a relaxed spin until it returns true or `budget` has passed; returns its
