@@ -5,6 +5,7 @@
 #include <conflux/atomic_view.hpp>
 #include <conflux/buffer.hpp>
 #include <conflux/channel.hpp>
+#include <conflux/cluster.hpp>
 #include <conflux/codec.hpp>
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>

@@ -353,41 +353,19 @@ public:
     [[nodiscard]] task<tcp_stream> accept(std::stop_token token = {}) {
         if (!token.stop_possible()) token = co_await get_stop_token();
         event_loop& loop = detail::require_loop("conflux::tcp_listener::accept");
-        busy_guard busy(*this);
-        if (!m_watch) {
-            m_watch = std::make_unique<detail::io_watch>(loop, m_fd.get());
-        } else if (&m_watch->loop() != &loop) {
-            throw std::logic_error("conflux: tcp_listener \"" + m_name +
-                                   "\" accepted on another event loop before");
-        }
-        using namespace std::chrono_literals;
-        std::chrono::milliseconds backoff = 1ms;
-        for (;;) {
-            detail::socket_address peer;
-            peer.length = sizeof peer.storage;
-            const int fd =
-                ::accept4(m_fd.get(), peer.get(), &peer.length, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd >= 0) {
-                detail::unique_fd owned(fd);
-                if (m_options.no_delay && !m_unix) {
-                    detail::set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1, m_name);
-                }
-                std::string name = m_unix ? m_name : peer.to_string();
-                co_return tcp_stream(owned.release(), loop, std::move(name));
-            }
-            const int err = errno;
-            if (err == EAGAIN || err == EWOULDBLOCK) {
-                co_await m_watch->readable(token);
-            } else if (detail::accept_error_is_transient(err)) {
-                continue;
-            } else if (detail::accept_error_is_exhaustion(err)) {
-                ++m_backoffs;
-                co_await sleep_for(backoff, token);
-                backoff = std::min<std::chrono::milliseconds>(backoff * 2, 100ms);
-            } else {
-                detail::throw_system_error(err, "accept", m_name);
-            }
-        }
+        std::string name;
+        detail::unique_fd fd = co_await accept_fd(loop, token, &name);
+        co_return tcp_stream(fd.release(), loop, std::move(name));
+    }
+
+    /// Low level: like `accept`, but returns the accepted socket's descriptor (non-blocking,
+    /// close-on-exec), which the caller owns and must close, instead of a stream watched on
+    /// this loop: for handing the connection to another process or loop.
+    [[nodiscard]] task<int> accept_native(std::stop_token token = {}) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        event_loop& loop = detail::require_loop("conflux::tcp_listener::accept_native");
+        detail::unique_fd fd = co_await accept_fd(loop, token, nullptr);
+        co_return fd.release();
     }
 
     /// Stops listening and closes the socket (removing a Unix socket's path). Idempotent.
@@ -408,6 +386,44 @@ private:
         const auto address = detail::local_address(m_fd.get());
         m_unix = address.family() == AF_UNIX;
         m_name = address.to_string();
+    }
+
+    task<detail::unique_fd> accept_fd(event_loop& loop, std::stop_token token, std::string* name) {
+        busy_guard busy(*this);
+        if (!m_watch) {
+            m_watch = std::make_unique<detail::io_watch>(loop, m_fd.get());
+        } else if (&m_watch->loop() != &loop) {
+            throw std::logic_error("conflux: tcp_listener \"" + m_name +
+                                   "\" accepted on another event loop before");
+        }
+        using namespace std::chrono_literals;
+        std::chrono::milliseconds backoff = 1ms;
+        for (;;) {
+            detail::socket_address peer;
+            peer.length = sizeof peer.storage;
+            const int fd =
+                ::accept4(m_fd.get(), peer.get(), &peer.length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0) {
+                detail::unique_fd owned(fd);
+                if (m_options.no_delay && !m_unix) {
+                    detail::set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1, m_name);
+                }
+                if (name != nullptr) *name = m_unix ? m_name : peer.to_string();
+                co_return owned;
+            }
+            const int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                co_await m_watch->readable(token);
+            } else if (detail::accept_error_is_transient(err)) {
+                continue;
+            } else if (detail::accept_error_is_exhaustion(err)) {
+                ++m_backoffs;
+                co_await sleep_for(backoff, token);
+                backoff = std::min<std::chrono::milliseconds>(backoff * 2, 100ms);
+            } else {
+                detail::throw_system_error(err, "accept", m_name);
+            }
+        }
     }
 
     static detail::unique_fd open(const detail::socket_address& address,

@@ -1,0 +1,344 @@
+#include <conflux/cluster.hpp>
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/when_all.hpp>
+#include <conflux/when_any.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <signal.h>
+
+using namespace std::chrono_literals;
+using conflux::cluster;
+using conflux::scheduling;
+using conflux::task;
+using conflux::worker_event;
+using kind = conflux::worker_event::kind;
+
+namespace {
+
+std::string worker_program() {
+    return (conflux_test::helper_dir() / "conflux_cluster_worker").string();
+}
+
+conflux::cluster_options serving(unsigned workers, scheduling policy, std::uint16_t port = 0) {
+    return {.workers = workers,
+            .policy = policy,
+            .program = worker_program(),
+            .args = std::vector<std::string>{"serve", "127.0.0.1", std::to_string(port)},
+            .restart = {.initial_delay = 20ms},
+            .disconnect_timeout = 5s,
+            .handle_signals = false};
+}
+
+// The next event, failing the test after a generous timeout instead of hanging.
+task<std::optional<worker_event>> next(cluster& c, std::chrono::seconds timeout = 20s) {
+    auto r = co_await conflux::when_any(c.next_event(), conflux::sleep_for(timeout));
+    if (r.index() == 1) {
+        FAIL("no cluster event within the timeout");
+        co_return std::nullopt;
+    }
+    co_return std::move(std::get<0>(r));
+}
+
+// Waits for an event matching `pred`, returning it; the events passed over go to `seen`.
+task<worker_event> wait_for(cluster& c, std::function<bool(const worker_event&)> pred,
+                            std::vector<worker_event>* seen = nullptr) {
+    for (;;) {
+        auto e = co_await next(c);
+        REQUIRE(e);
+        if (pred(*e)) co_return std::move(*e);
+        if (seen != nullptr) seen->push_back(std::move(*e));
+    }
+}
+
+std::uint16_t port_of(const std::string& address) {
+    return static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+}
+
+// Waits until `n` workers listen; returns the port.
+task<std::uint16_t> all_listening(cluster& c, unsigned n) {
+    std::uint16_t port = 0;
+    for (unsigned i = 0; i < n; ++i) {
+        auto e =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::listening; });
+        port = port_of(e.address);
+    }
+    co_return port;
+}
+
+// One request on a fresh connection: which worker ("<id> <pid>") answered.
+task<std::string> ask(std::uint16_t port) {
+    auto s = co_await conflux::connect("127.0.0.1", port);
+    co_await s.write_all("who\n");
+    auto line = co_await s.read_line();
+    co_return line.value_or("");
+}
+
+// Drains events until the cluster reports it has shut down; returns the exit events.
+task<std::vector<worker_event>> drain(cluster& c) {
+    std::vector<worker_event> exits;
+    while (auto e = co_await next(c)) {
+        if (e->what == kind::exit) exits.push_back(std::move(*e));
+    }
+    co_return exits;
+}
+
+} // namespace
+
+TEST_CASE("every scheduling mode spreads connections over more than one worker") {
+    for (auto policy : {scheduling::round_robin, scheduling::shared, scheduling::reuse_port}) {
+        CAPTURE(static_cast<int>(policy));
+        conflux_test::watchdog dog(30s);
+        conflux::run([policy]() -> task<void> {
+            cluster c(serving(3, policy));
+            c.start();
+            const std::uint16_t port = co_await all_listening(c, 3);
+            CHECK(port != 0);
+            std::set<std::string> workers;
+            auto client = [&]() -> task<void> {
+                for (int i = 0; i < 15; ++i) {
+                    const std::string who = co_await ask(port);
+                    CHECK(!who.empty());
+                    workers.insert(who.substr(0, who.find(' ')));
+                }
+            };
+            co_await conflux::when_all(client(), client(), client(), client());
+            MESSAGE("workers that answered: " << workers.size());
+            CHECK(workers.size() > 1);
+            c.shutdown();
+            auto exits = co_await drain(c);
+            CHECK(exits.size() == 3);
+            for (auto& e : exits) CHECK(e.status.code() == std::optional<int>(0));
+        }());
+    }
+    CHECK(conflux_test::zombie_children().empty());
+}
+
+TEST_CASE(
+    "a port in use: the worker gets an error naming the port; a restart after release works") {
+    conflux_test::watchdog dog(30s);
+    conflux::run([]() -> task<void> {
+        auto taken = conflux::tcp_listener::bind("127.0.0.1", 0);
+        const std::uint16_t port = taken.local_endpoint().port();
+        cluster c(serving(1, scheduling::round_robin, port));
+        c.start();
+        auto failure =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::message; });
+        const std::string what = failure.message<std::string>();
+        MESSAGE(what);
+        CHECK(what.find("127.0.0.1:" + std::to_string(port)) != std::string::npos);
+        CHECK(what.find("Address already in use") != std::string::npos);
+        auto exit =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::exit; });
+        CHECK(exit.status.code() == std::optional<int>(2));
+        // Crash loops are visible: a restart event with its delay and count.
+        auto restart =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::restart; });
+        CHECK(restart.failures >= 1);
+        // Release the port: a later restart listens.
+        taken.close();
+        auto listening =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::listening; });
+        CHECK(port_of(listening.address) == port);
+        CHECK(!(co_await ask(port)).empty());
+        c.shutdown();
+        co_await drain(c);
+    }());
+}
+
+TEST_CASE(
+    "SIGKILL one of 4 workers under load: the others keep serving, it is restarted, no fd leak") {
+    conflux_test::watchdog dog(60s);
+    conflux::run([]() -> task<void> {
+        cluster c(serving(4, scheduling::round_robin));
+        c.start();
+        const std::uint16_t port = co_await all_listening(c, 4);
+        for (int i = 0; i < 8; ++i) (void)co_await ask(port); // warm every path up
+        const auto fds_before = conflux_test::open_fds().size();
+        const int victim = c.pid(2);
+        REQUIRE(victim > 0);
+
+        int ok = 0;
+        int failed = 0;
+        bool stop = false;
+        auto load = [&]() -> task<void> {
+            while (!stop) {
+                try {
+                    if (!(co_await ask(port)).empty())
+                        ++ok;
+                    else
+                        ++failed;
+                } catch (const std::system_error&) {
+                    ++failed; // a connection handed to the worker as it died
+                }
+            }
+        };
+        auto killer = [&]() -> task<void> {
+            while (ok < 100) co_await conflux::sleep_for(5ms);
+            ::kill(victim, SIGKILL);
+            auto exit =
+                co_await wait_for(c, [](const worker_event& e) { return e.what == kind::exit; });
+            CHECK(exit.worker == 2);
+            CHECK(exit.pid == victim);
+            CHECK(exit.status.signal() == std::optional<int>(SIGKILL));
+            const int at_death = ok;
+            auto back = co_await wait_for(
+                c, [](const worker_event& e) { return e.what == kind::listening; });
+            CHECK(back.worker == 2);
+            CHECK(back.pid != victim);
+            CHECK(c.pid(2) == back.pid);
+            while (ok < at_death + 200) co_await conflux::sleep_for(5ms);
+            stop = true;
+        };
+        co_await conflux::when_all(load(), load(), load(), load(), killer());
+        MESSAGE("requests served: " << ok << ", failed around the kill: " << failed);
+        CHECK(failed < 20);
+        // The restarted worker serves too.
+        std::set<std::string> pids;
+        for (int i = 0; i < 16; ++i) {
+            const std::string who = co_await ask(port);
+            pids.insert(who.substr(who.find(' ') + 1));
+        }
+        CHECK(pids.size() == 4);
+        CHECK(conflux_test::open_fds().size() == fds_before);
+        c.shutdown();
+        co_await drain(c);
+    }());
+    CHECK(conflux_test::zombie_children().empty());
+}
+
+TEST_CASE("disconnect with an open connection: it is finished, then the worker exits; forced after "
+          "the deadline") {
+    conflux_test::watchdog dog(60s);
+    conflux::run([]() -> task<void> {
+        auto options = serving(2, scheduling::round_robin);
+        options.disconnect_timeout = 500ms;
+        cluster c(options);
+        c.start();
+        const std::uint16_t port = co_await all_listening(c, 2);
+        auto held = co_await conflux::connect("127.0.0.1", port);
+        co_await held.write_all("who\n");
+        const std::string who = (co_await held.read_line()).value_or("");
+        REQUIRE(!who.empty());
+        const unsigned x = static_cast<unsigned>(std::stoul(who));
+        const unsigned y = x == 1 ? 2 : 1;
+        c.disconnect(x);
+        auto d =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::disconnect; });
+        CHECK(d.worker == x);
+        // The open connection is still served by x; new ones go to y only.
+        co_await held.write_all("again\n");
+        CHECK((co_await held.read_line()).value_or("") == who);
+        for (int i = 0; i < 6; ++i) {
+            CHECK(std::stoul(co_await ask(port)) == y);
+        }
+        // Closing it lets x finish and exit cleanly; it is not restarted.
+        held.close();
+        auto exit =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::exit; });
+        CHECK(exit.worker == x);
+        CHECK(exit.status.code() == std::optional<int>(0));
+        CHECK(c.pid(x) == 0);
+
+        // y with a connection that never closes is killed after the deadline.
+        auto stuck = co_await conflux::connect("127.0.0.1", port);
+        co_await stuck.write_all("who\n");
+        CHECK(std::stoul((co_await stuck.read_line()).value_or("0")) == y);
+        c.disconnect(y);
+        auto forced =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::exit; });
+        CHECK(forced.worker == y);
+        CHECK(forced.status.signal() == std::optional<int>(SIGKILL));
+        c.shutdown();
+        co_await drain(c);
+    }());
+}
+
+TEST_CASE("typed messages both ways") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        cluster c({.workers = 2,
+                   .program = worker_program(),
+                   .args = std::vector<std::string>{"echo"},
+                   .handle_signals = false});
+        c.start();
+        for (int i = 0; i < 2; ++i) {
+            (void)co_await wait_for(c,
+                                    [](const worker_event& e) { return e.what == kind::online; });
+        }
+        co_await c.send(2, std::string("hello two"));
+        co_await c.send(1, std::string("hello one"));
+        std::map<unsigned, std::string> got;
+        while (got.size() < 2) {
+            auto e =
+                co_await wait_for(c, [](const worker_event& e) { return e.what == kind::message; });
+            got[e.worker] = e.message<std::string>();
+        }
+        CHECK(got[1] == "echo: hello one");
+        CHECK(got[2] == "echo: hello two");
+        c.shutdown();
+        co_await drain(c);
+    }());
+}
+
+TEST_CASE("a crash loop is visible and bounded: growing delays, then gave_up") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        cluster c({.workers = 1,
+                   .program = worker_program(),
+                   .args = std::vector<std::string>{"crash", "3"},
+                   .restart = {.initial_delay = 10ms, .max_consecutive_failures = 3},
+                   .handle_signals = false});
+        c.start();
+        std::vector<std::chrono::milliseconds> delays;
+        int exits = 0;
+        for (;;) {
+            auto e = co_await next(c);
+            REQUIRE(e);
+            if (e->what == kind::exit) {
+                ++exits;
+                CHECK(e->status.code() == std::optional<int>(3));
+            }
+            if (e->what == kind::restart) delays.push_back(e->delay);
+            if (e->what == kind::gave_up) {
+                CHECK(e->failures == 4);
+                break;
+            }
+        }
+        CHECK(exits == 4);
+        CHECK(delays == std::vector<std::chrono::milliseconds>{10ms, 20ms, 40ms});
+        c.shutdown();
+        co_await drain(c);
+    }());
+}
+
+TEST_CASE("SIGTERM to the primary drains the workers and ends the cluster") {
+    conflux_test::watchdog dog(30s);
+    conflux::run([]() -> task<void> {
+        auto options = serving(2, scheduling::shared);
+        options.handle_signals = true;
+        cluster c(options);
+        c.start();
+        (void)co_await all_listening(c, 2);
+        ::kill(::getpid(), SIGTERM);
+        auto s = co_await wait_for(c, [](const worker_event& e) { return e.what == kind::signal; });
+        CHECK(s.signal_number == SIGTERM);
+        auto exits = co_await drain(c);
+        CHECK(exits.size() == 2);
+        for (auto& e : exits) CHECK(e.status.code() == std::optional<int>(0));
+    }());
+    CHECK(conflux_test::zombie_children().empty());
+}

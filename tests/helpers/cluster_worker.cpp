@@ -1,0 +1,61 @@
+// Worker program for the cluster tests, run by a `cluster` in the test process.
+//   serve <host> <port>   listen through the cluster; answer each line with "<id> <pid>";
+//                         a listen error is sent to the primary as a string, then exit 2
+//   crash <code>          exit at once with <code>
+//   echo                  answer each message from the primary with "echo: <message>"
+#include <conflux/cluster.hpp>
+#include <conflux/run.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <system_error>
+
+#include <unistd.h>
+
+namespace {
+
+conflux::task<void> answer(conflux::tcp_stream s) {
+    const std::string me =
+        std::to_string(conflux::cluster::worker_id()) + " " + std::to_string(::getpid()) + "\n";
+    while (auto line = co_await s.read_line()) co_await s.write_all(me);
+}
+
+conflux::task<int> serve(std::string host, std::uint16_t port) {
+    conflux::cluster_listener listener;
+    std::string failure;
+    try {
+        listener = co_await conflux::cluster::listen(host, port);
+    } catch (const std::system_error& e) {
+        failure = e.what();
+    }
+    if (!failure.empty()) {
+        co_await conflux::cluster::send_to_primary(failure);
+        co_return 2;
+    }
+    co_await listener.serve(answer);
+    co_return 0;
+}
+
+conflux::task<int> echo() {
+    while (auto m = co_await conflux::cluster::receive<std::string>()) {
+        co_await conflux::cluster::send_to_primary("echo: " + *m);
+    }
+    co_return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (!conflux::cluster::is_worker() || argc < 2) {
+        std::fprintf(stderr, "conflux_cluster_worker: run me through a conflux::cluster\n");
+        return 1;
+    }
+    const std::string mode = argv[1];
+    if (mode == "serve" && argc >= 4) {
+        return conflux::run(serve(argv[2], static_cast<std::uint16_t>(std::atoi(argv[3]))));
+    }
+    if (mode == "crash" && argc >= 3) return std::atoi(argv[2]);
+    if (mode == "echo") return conflux::run(echo());
+    return 1;
+}
