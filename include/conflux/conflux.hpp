@@ -11,6 +11,7 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/executor.hpp>
 #include <conflux/exit_status.hpp>
+#include <conflux/fork.hpp>
 #include <conflux/ipc.hpp>
 #include <conflux/net.hpp>
 #include <conflux/process.hpp>

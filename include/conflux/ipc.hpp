@@ -87,9 +87,12 @@ public:
     /// event loop. Throws `std::logic_error` off a loop, `std::system_error` if `fd` is no
     /// socket.
     ipc_channel(file_descriptor fd, ipc_options options = {})
+        : ipc_channel(detail::require_loop("conflux::ipc_channel"), std::move(fd), options) {}
+
+    /// Adopts `fd` on `loop` (which need not be running yet). Throws `std::system_error`.
+    ipc_channel(event_loop& loop, file_descriptor fd, ipc_options options = {})
         : m_state(std::make_shared<detail::ipc_channel_state>(
-              detail::require_loop("conflux::ipc_channel"), detail::unique_fd(fd.release()),
-              options.mode == ipc_mode::json,
+              loop, detail::unique_fd(fd.release()), options.mode == ipc_mode::json,
               codec_limits{.max_message_size = options.max_message_size,
                            .max_depth = options.max_depth},
               options.high_water_mark)) {}

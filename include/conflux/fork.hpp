@@ -1,0 +1,402 @@
+#pragma once
+
+#include <conflux/event_loop.hpp>
+#include <conflux/exit_status.hpp>
+#include <conflux/ipc.hpp>
+#include <conflux/process.hpp>
+#include <conflux/process_options.hpp>
+#include <conflux/task.hpp>
+#include <conflux/detail/fork_hooks.hpp>
+#include <conflux/detail/io_watch.hpp>
+#include <conflux/detail/unique_fd.hpp>
+
+#include <concepts>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <utility>
+
+#include <cxxabi.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef __linux__
+#error "conflux/fork.hpp: forked children are implemented for Linux (pidfd, SCM_RIGHTS) only"
+#endif
+
+namespace conflux {
+
+/// A child started by `fork`: a `child_process` plus the IPC channel to it (Node's
+/// `ChildProcess` from `child_process.fork`). Belongs to the event loop it was forked on.
+/// Dropping it closes the channel and, like a dropped `child_process`, kills a child that
+/// still runs (unless `spawn_options::kill_on_drop` is false).
+class forked_child {
+public:
+    forked_child() noexcept = default;
+    forked_child(child_process process, ipc_channel channel) noexcept
+        : m_channel(std::move(channel)), m_process(std::move(process)) {}
+
+    /// Sends a typed message to the child. See `ipc_channel::send`.
+    template <class T>
+    [[nodiscard]] task<void> send(T message, std::stop_token token = {}) {
+        return m_channel.send(std::move(message), std::move(token));
+    }
+
+    /// The child's next message; empty once the child closed the channel (it exited, even by
+    /// a crash, or called `disconnect`). Throws `remote_error` when the child died of an
+    /// uncaught exception, `ipc_error` on malformed input. See `ipc_channel::receive`.
+    template <class T>
+    [[nodiscard]] task<std::optional<T>> receive(std::stop_token token = {}) {
+        return m_channel.template receive<T>(std::move(token));
+    }
+
+    /// Closes the channel (queued messages are still delivered); a conflux child whose
+    /// channel closes while it waits in `parent().receive()` sees end-of-file.
+    void disconnect() { m_channel.disconnect(); }
+
+    /// Waits for the child's exit; see `child_process::wait`.
+    [[nodiscard]] task<exit_status> wait(std::stop_token token = {}) {
+        return m_process.wait(std::move(token));
+    }
+
+    bool kill(int signal = SIGTERM) { return m_process.kill(signal); }
+    pid_t pid() const { return m_process.pid(); }
+
+    ipc_channel& channel() noexcept { return m_channel; }
+    child_process& process() noexcept { return m_process; }
+
+private:
+    ipc_channel m_channel; // declared first: destroyed after the process handle
+    child_process m_process;
+};
+
+namespace detail {
+
+inline constexpr const char* fork_fd_env = "CONFLUX_IPC_FD";
+inline constexpr const char* fork_entry_env = "CONFLUX_FORK_ENTRY";
+inline constexpr const char* fork_parent_env = "CONFLUX_PARENT_PID";
+inline constexpr const char* fork_mode_env = "CONFLUX_IPC_MODE";
+
+using entry_fn = std::function<task<int>()>;
+
+inline std::map<std::string, entry_fn, std::less<>>& fork_entries() {
+    static std::map<std::string, entry_fn, std::less<>> entries;
+    return entries;
+}
+
+struct parent_link {
+    std::unique_ptr<ipc_channel> channel;
+    bool exit_when_orphaned = true;
+};
+
+inline parent_link& parent_slot() {
+    static parent_link link;
+    return link;
+}
+
+inline std::string current_exception_type() {
+    const std::type_info* type = abi::__cxa_current_exception_type();
+    if (type == nullptr) return "unknown";
+    int status = 0;
+    char* name = abi::__cxa_demangle(type->name(), nullptr, nullptr, &status);
+    std::string out = status == 0 && name != nullptr ? name : type->name();
+    std::free(name);
+    return out;
+}
+
+/// Reports the exception being handled to the parent (called inside a catch block).
+inline void report_current_exception() noexcept {
+    ipc_channel* ch = parent_slot().channel.get();
+    if (ch == nullptr || !ch->connected()) return;
+    try {
+        std::string what = "(not a std::exception)";
+        try {
+            throw;
+        } catch (const std::exception& e) {
+            what = e.what();
+        } catch (...) {
+        }
+        ch->send_error(current_exception_type(), what);
+    } catch (...) {
+    }
+}
+
+inline task<void> flush_parent() {
+    if (ipc_channel* ch = parent_slot().channel.get(); ch != nullptr && ch->connected()) {
+        try {
+            co_await ch->flush();
+        } catch (const ipc_error&) {
+        }
+    }
+}
+
+inline void close_parent(event_loop& loop) noexcept {
+    try {
+        loop.run_until_complete(flush_parent());
+    } catch (...) {
+    }
+    parent_slot().channel.reset();
+}
+
+/// Exits the child once the parent process is gone, whether or not anyone reads the
+/// channel: a pidfd of the parent becomes readable when it exits.
+inline task<void> watch_parent(unique_fd pidfd) {
+    event_loop& loop = require_loop("conflux::fork");
+    io_watch watch(loop, pidfd.get());
+    co_await watch.readable(std::stop_token());
+    if (!parent_slot().exit_when_orphaned) co_return;
+    std::fflush(nullptr);
+    ::_exit(0);
+}
+
+inline task<int> run_entry(const entry_fn& fn) {
+    try {
+        co_return co_await fn();
+    } catch (...) {
+        report_current_exception();
+    }
+    co_return 1;
+}
+
+inline bool start_forked_child(event_loop& loop) {
+    const char* fd_text = std::getenv(fork_fd_env);
+    const char* node_fd_text = std::getenv("NODE_CHANNEL_FD");
+    if (fd_text == nullptr && node_fd_text == nullptr) return false;
+    ipc_options options;
+    int fd = -1;
+    std::string entry;
+    long parent_pid = 0;
+    if (fd_text != nullptr) {
+        fd = std::atoi(fd_text);
+        if (const char* m = std::getenv(fork_mode_env); m && std::string_view(m) == "json") {
+            options.mode = ipc_mode::json;
+        }
+        if (const char* e = std::getenv(fork_entry_env)) entry = e;
+        if (const char* p = std::getenv(fork_parent_env)) parent_pid = std::atol(p);
+    } else {
+        // Forked by Node.js: its channel, in its json serialisation.
+        fd = std::atoi(node_fd_text);
+        const char* mode = std::getenv("NODE_CHANNEL_SERIALIZATION_MODE");
+        if (mode != nullptr && std::string_view(mode) != "json") {
+            std::fprintf(stderr,
+                         "conflux: Node.js parent uses serialization '%s'; only 'json' "
+                         "is supported\n",
+                         mode);
+            return false;
+        }
+        options.mode = ipc_mode::json;
+        parent_pid = static_cast<long>(::getppid());
+    }
+    // Consumed: grandchildren started with spawn must not believe they were forked.
+    for (const char* name : {fork_fd_env, fork_entry_env, fork_parent_env, fork_mode_env,
+                             "NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE"}) {
+        ::unsetenv(name);
+    }
+    if (fd < 0) return false;
+    parent_slot().channel = std::make_unique<ipc_channel>(loop, file_descriptor(fd), options);
+
+    if (parent_pid > 0) {
+        unique_fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, parent_pid, 0)));
+        // Opened after the parent already died (we were reparented): leave now.
+        if (!pidfd || ::getppid() != static_cast<pid_t>(parent_pid)) {
+            std::fflush(nullptr);
+            ::_exit(0);
+        }
+        loop.detach(watch_parent(std::move(pidfd)));
+    }
+
+    if (entry.empty()) return true;
+    int code = 127;
+    auto& entries = fork_entries();
+    if (auto it = entries.find(entry); it != entries.end()) {
+        try {
+            code = loop.run_until_complete(run_entry(it->second));
+        } catch (...) {
+            code = 1;
+        }
+    } else {
+        auto report = [](std::string name) -> task<void> {
+            parent_slot().channel->send_error("conflux::fork_error",
+                                              "no entry point named \"" + name +
+                                                  "\" was registered in the child");
+            co_return;
+        };
+        try {
+            loop.run_until_complete(report(entry));
+        } catch (...) {
+        }
+    }
+    close_parent(loop);
+    std::fflush(nullptr);
+    std::exit(code);
+}
+
+inline void finish_forked_child(event_loop& loop) noexcept { close_parent(loop); }
+
+inline void failed_forked_child(event_loop& loop) noexcept {
+    report_current_exception();
+    close_parent(loop);
+}
+
+inline constexpr fork_child_hooks fork_hooks_impl{&start_forked_child, &finish_forked_child,
+                                                  &failed_forked_child};
+
+// Installed during static initialisation of any program that includes this header: one
+// pointer store, so that `conflux::run` can find the entry points (it cannot include fork.hpp).
+inline const bool fork_hooks_installed = (fork_hooks() = &fork_hooks_impl, true);
+
+inline task<forked_child> start_fork(std::string program, std::string entry, arguments args,
+                                     spawn_options options, ipc_options ipc) {
+    event_loop& loop = require_loop("conflux::fork");
+    auto [ours, theirs] = ipc_socketpair();
+    if (options.stdio.empty()) {
+        // As Node's fork: the child shares the parent's stdin, stdout and stderr.
+        options.stdio = {stdio_spec::inherit(), stdio_spec::inherit(), stdio_spec::inherit()};
+    }
+    while (options.stdio.size() < 3) options.stdio.push_back(stdio_spec::inherit());
+    const int child_fd = static_cast<int>(options.stdio.size());
+    options.stdio.push_back(stdio_spec::from_fd(theirs.get()));
+    const std::string fd_text = std::to_string(child_fd);
+    if (ipc.mode == ipc_mode::json) {
+        options.env_set.emplace_back("NODE_CHANNEL_FD", fd_text);
+        options.env_set.emplace_back("NODE_CHANNEL_SERIALIZATION_MODE", "json");
+    }
+    options.env_set.emplace_back(fork_fd_env, fd_text);
+    options.env_set.emplace_back(fork_mode_env, ipc.mode == ipc_mode::json ? "json" : "binary");
+    options.env_set.emplace_back(fork_parent_env, std::to_string(::getpid()));
+    if (!entry.empty()) options.env_set.emplace_back(fork_entry_env, entry);
+    if (!options.argv0 && !entry.empty()) options.argv0 = program_invocation_name;
+
+    ipc_channel channel(loop, file_descriptor(ours.release()), ipc);
+    child_process child = spawn(program, args, options);
+    theirs.reset(); // the child has its copy: EOF on our end now means the child is gone
+    co_return forked_child(std::move(child), std::move(channel));
+}
+
+} // namespace detail
+
+/// Registers `fn` as the entry point `name` that `fork(name)` runs in a child. `fn` is a
+/// coroutine function `task<int>()` (its result is the exit code) or `task<void>()` (exit
+/// 0). Call it before `conflux::run` — at the top of `main`, or in a namespace-scope
+/// initialiser (`static bool r = conflux::register_entry(...)`). Returns true.
+///
+/// ```
+/// conflux::task<void> worker() {
+///     while (auto job = co_await conflux::parent().receive<int>()) {
+///         co_await conflux::parent().send(*job * 2);
+///     }
+/// }
+/// int main() {
+///     conflux::register_entry("worker", worker);
+///     return conflux::run(amain());
+/// }
+/// ```
+template <class F>
+bool register_entry(std::string name, F fn) {
+    using result = std::invoke_result_t<F&>;
+    if constexpr (std::same_as<result, task<int>>) {
+        detail::fork_entries()[std::move(name)] = std::move(fn);
+    } else {
+        static_assert(std::same_as<result, task<void>>,
+                      "conflux::register_entry: the entry point is task<int>() or task<void>()");
+        detail::fork_entries()[std::move(name)] = [fn = std::move(fn)]() mutable -> task<int> {
+            co_await fn();
+            co_return 0;
+        };
+    }
+    return true;
+}
+
+/// Starts a child running this same executable (through /proc/self/exe) whose
+/// `conflux::run` runs the entry point `entry` (see `register_entry`) instead of its main
+/// task, and exits with its result. The child's `main` runs up to `conflux::run` (with
+/// `args` as its arguments), so keep what comes before it cheap. `options` are those of
+/// `spawn` (env, cwd, stdio — default: inherit 0, 1, 2 like Node —, limits, timeout...).
+///
+/// An uncaught exception in the entry reaches the parent as `remote_error` from `receive`;
+/// a crash (SIGSEGV) ends the parent's pending `receive` with empty and shows in `wait()` as
+/// exit by signal. When the parent dies, the child exits.
+///
+/// Resumes on the calling loop (must be awaited on one: `std::logic_error` otherwise).
+/// Throws `std::system_error` naming the program when the child cannot be started.
+///
+/// ```
+/// auto child = co_await conflux::fork("worker");
+/// co_await child.send(21);
+/// int answer = *co_await child.receive<int>();
+/// ```
+///
+/// GCC 12 destroys an aggregate temporary written inside a `co_await` expression twice, so
+/// options are taken by reference and there are overloads without them: give options a name
+/// first (`spawn_options opts{...}; co_await fork("w", {}, opts);`).
+[[nodiscard]] inline task<forked_child> fork(std::string_view entry, arguments args,
+                                             const spawn_options& options, const ipc_options& ipc) {
+    return detail::start_fork("/proc/self/exe", std::string(entry), std::move(args), options, ipc);
+}
+
+/// `fork` with default IPC options.
+[[nodiscard]] inline task<forked_child> fork(std::string_view entry, arguments args,
+                                             const spawn_options& options) {
+    return fork(entry, std::move(args), options, ipc_options());
+}
+
+/// `fork` with default options.
+[[nodiscard]] inline task<forked_child> fork(std::string_view entry, arguments args = {}) {
+    return fork(entry, std::move(args), spawn_options(), ipc_options());
+}
+
+/// Starts another program with an IPC channel to it: a conflux program (it calls
+/// `conflux::run`, reaches us through `conflux::parent()`), or with `{.mode =
+/// ipc_mode::json}` any program speaking Node's IPC — `fork_file("node", {"child.js"},
+/// {}, {.mode = conflux::ipc_mode::json})`, where `process.send` and `process.on('message')`
+/// work as under Node's own `fork`. Resumes, throws and defaults as `fork`.
+[[nodiscard]] inline task<forked_child> fork_file(std::string_view program, arguments args,
+                                                  const spawn_options& options,
+                                                  const ipc_options& ipc) {
+    return detail::start_fork(std::string(program), std::string(), std::move(args), options, ipc);
+}
+
+/// `fork_file` with default IPC options.
+[[nodiscard]] inline task<forked_child> fork_file(std::string_view program, arguments args,
+                                                  const spawn_options& options) {
+    return fork_file(program, std::move(args), options, ipc_options());
+}
+
+/// `fork_file` with default options.
+[[nodiscard]] inline task<forked_child> fork_file(std::string_view program, arguments args = {}) {
+    return fork_file(program, std::move(args), spawn_options(), ipc_options());
+}
+
+/// True in a process started by `fork`/`fork_file` (or by Node's `fork`), inside
+/// `conflux::run`.
+inline bool has_parent() noexcept { return detail::parent_slot().channel != nullptr; }
+
+/// The channel to the parent process, in a child started by `fork`, `fork_file` or Node's
+/// `child_process.fork` (json mode). Available inside `conflux::run`, on its loop. Throws
+/// `std::logic_error` in a process that was not forked.
+inline ipc_channel& parent() {
+    auto& link = detail::parent_slot();
+    if (!link.channel) {
+        throw std::logic_error("conflux::parent(): this process was not started by "
+                               "conflux::fork (or the channel was already closed)");
+    }
+    return *link.channel;
+}
+
+/// By default a forked child exits (status 0) as soon as its parent process is gone; pass
+/// false to keep running instead (then `parent().receive()` returns empty).
+inline void exit_when_orphaned(bool yes) noexcept {
+    detail::parent_slot().exit_when_orphaned = yes;
+}
+
+} // namespace conflux

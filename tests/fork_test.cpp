@@ -1,0 +1,174 @@
+#include <conflux/buffer.hpp>
+#include <conflux/fork.hpp>
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+
+#include <signal.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using conflux::task;
+
+// Children of this test are this very binary: doctest's main runs the first test case below,
+// whose `conflux::run` dispatches to the entry point named by the parent and exits.
+
+namespace {
+
+task<void> echo() {
+    while (auto m = co_await conflux::parent().receive<std::string>()) {
+        co_await conflux::parent().send("echo: " + *m);
+    }
+}
+
+task<int> exit42() { co_return 42; }
+
+task<void> thrower() {
+    co_await conflux::parent().send(std::string("about to throw"));
+    throw std::out_of_range("index 9 of 3");
+}
+
+task<void> crasher() {
+    co_await conflux::parent().send(std::string("about to crash"));
+    co_await conflux::parent().flush();
+    std::signal(SIGSEGV, SIG_DFL);
+    ::raise(SIGSEGV);
+}
+
+task<void> fill_buffer() {
+    auto b = co_await conflux::parent().receive<conflux::buffer>();
+    for (auto& byte : b->bytes()) byte = std::byte{0x5a};
+    co_await conflux::parent().send(b->size());
+}
+
+// Forks a grandchild, tells the test its pid, then waits to be killed.
+task<void> middle() {
+    auto grandchild = co_await conflux::fork("sleeper", {"--test-case=fork child entry"});
+    const int pid = static_cast<int>(grandchild.pid());
+    grandchild.process().detach();
+    co_await conflux::parent().send(pid);
+    co_await conflux::sleep_for(60s);
+}
+
+task<void> sleeper() { co_await conflux::sleep_for(60s); }
+
+[[maybe_unused]] const bool registered =
+    conflux::register_entry("echo", echo) && conflux::register_entry("exit42", exit42) &&
+    conflux::register_entry("throw", thrower) && conflux::register_entry("crash", crasher) &&
+    conflux::register_entry("fill", fill_buffer) && conflux::register_entry("middle", middle) &&
+    conflux::register_entry("sleeper", sleeper);
+
+const conflux::arguments child_args{"--test-case=fork child entry"};
+
+} // namespace
+
+TEST_CASE("fork child entry") {
+    // In the test process itself: nothing to dispatch, run just runs.
+    CHECK(conflux::run([]() -> task<int> { co_return 5; }()) == 5);
+    CHECK(!conflux::has_parent());
+    CHECK_THROWS_AS(conflux::parent(), std::logic_error);
+}
+
+TEST_CASE("a forked entry point exchanges typed messages and exits with its code") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        auto child = co_await conflux::fork("echo", child_args);
+        co_await child.send(std::string("hello"));
+        co_await child.send(std::string("world"));
+        CHECK(co_await child.receive<std::string>() == std::string("echo: hello"));
+        CHECK(co_await child.receive<std::string>() == std::string("echo: world"));
+        child.disconnect();
+        auto st = co_await child.wait();
+        CHECK(st.success());
+
+        auto other = co_await conflux::fork("exit42", child_args);
+        CHECK(!(co_await other.receive<int>()));
+        CHECK((co_await other.wait()).code() == 42);
+    }());
+    CHECK(conflux_test::zombie_children().empty());
+}
+
+TEST_CASE("an uncaught exception in the child arrives as remote_error with type and message") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        auto child = co_await conflux::fork("throw", child_args);
+        CHECK(co_await child.receive<std::string>() == std::string("about to throw"));
+        try {
+            (void)co_await child.receive<std::string>();
+            FAIL("no remote_error");
+        } catch (const conflux::remote_error& e) {
+            CHECK(e.type_name() == "std::out_of_range");
+            CHECK(e.message() == "index 9 of 3");
+        }
+        CHECK((co_await child.wait()).code() == 1);
+    }());
+}
+
+TEST_CASE("a crashing child: exit by signal, the pending receive ends, the parent runs on") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        auto child = co_await conflux::fork("crash", child_args);
+        CHECK(co_await child.receive<std::string>() == std::string("about to crash"));
+        CHECK(!(co_await child.receive<std::string>()));
+        auto st = co_await child.wait();
+        CHECK(st.signal() == SIGSEGV);
+    }());
+}
+
+TEST_CASE("a shareable buffer goes to the child as memory: its writes are ours") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        auto child = co_await conflux::fork("fill", child_args);
+        auto b = conflux::buffer::shareable(1 << 20);
+        // Our own way into the same memory once `b` is gone (moved into the message).
+        conflux::file_descriptor memfd = conflux::file_descriptor::duplicate(b.memfd());
+        co_await child.send(std::move(b));
+        CHECK(co_await child.receive<std::size_t>() == std::size_t(1) << 20);
+        unsigned char first = 0;
+        unsigned char last = 0;
+        CHECK(::pread(memfd.get(), &first, 1, 0) == 1);
+        CHECK(::pread(memfd.get(), &last, 1, (1 << 20) - 1) == 1);
+        CHECK(first == 0x5a);
+        CHECK(last == 0x5a);
+        CHECK((co_await child.wait()).success());
+    }());
+}
+
+TEST_CASE("an unknown entry point is reported, not run") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        auto child = co_await conflux::fork("nonesuch", child_args);
+        CHECK_THROWS_AS((void)co_await child.receive<int>(), conflux::remote_error);
+        CHECK((co_await child.wait()).code() == 127);
+    }());
+}
+
+TEST_CASE("when the parent is SIGKILLed its forked child exits soon after") {
+    conflux_test::watchdog dog(30s);
+    conflux::run([]() -> task<void> {
+        auto middle = co_await conflux::fork("middle", child_args);
+        auto pid = co_await middle.receive<int>();
+        REQUIRE(pid);
+        CHECK(::kill(*pid, 0) == 0);
+        middle.kill(SIGKILL);
+        (void)co_await middle.wait();
+        bool gone = false;
+        for (int i = 0; i < 500 && !gone; ++i) {
+            gone = ::kill(*pid, 0) != 0 && errno == ESRCH;
+            if (!gone) co_await conflux::sleep_for(10ms);
+        }
+        CHECK(gone);
+        if (!gone) ::kill(*pid, SIGKILL);
+    }());
+}
