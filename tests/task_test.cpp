@@ -4,6 +4,8 @@
 #include <conflux/task.hpp>
 #include <conflux/thread_pool.hpp>
 
+#include "support/test_support.hpp"
+
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -13,18 +15,6 @@
 #include <stop_token>
 #include <string>
 #include <thread>
-
-namespace {
-
-// Not inlined and opaque to the optimiser: a coroutine that moved threads at a co_await must
-// not see a thread id computed before the suspension (see detail/thread_local.hpp).
-[[gnu::noinline]] std::thread::id thread_id() {
-    std::thread::id id = std::this_thread::get_id();
-    asm volatile("" : : "r"(&id) : "memory");
-    return id;
-}
-
-} // namespace
 
 using namespace std::chrono_literals;
 
@@ -148,12 +138,12 @@ TEST_CASE("an awaiter resumes on its own executor after the task hopped to a poo
     conflux::thread_pool pool(2);
     auto hop = [&]() -> conflux::task<std::thread::id> {
         co_await pool.schedule();
-        co_return thread_id();
+        co_return conflux_test::thread_id();
     };
     auto outer = [&]() -> conflux::task<bool> {
-        auto loop_thread = thread_id();
+        auto loop_thread = conflux_test::thread_id();
         auto pool_thread = co_await hop();
-        bool resumed_home = thread_id() == loop_thread;
+        bool resumed_home = conflux_test::thread_id() == loop_thread;
         co_return (pool_thread != loop_thread && resumed_home &&
                    conflux::event_loop::current() != nullptr);
     };

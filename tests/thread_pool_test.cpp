@@ -11,18 +11,6 @@
 #include <stdexcept>
 #include <thread>
 
-namespace {
-
-// Not inlined and opaque to the optimiser: a coroutine that moved threads at a co_await must
-// not see a thread id computed before the suspension (see detail/thread_local.hpp).
-[[gnu::noinline]] std::thread::id thread_id() {
-    std::thread::id id = std::this_thread::get_id();
-    asm volatile("" : : "r"(&id) : "memory");
-    return id;
-}
-
-} // namespace
-
 TEST_CASE("posted work runs on the pool's threads and the destructor drains it") {
     // Sanitizer runtimes start a helper thread with the first thread: start one first.
     std::thread([] {}).join();
@@ -40,7 +28,7 @@ TEST_CASE("posted work runs on the pool's threads and the destructor drains it")
                 if (!pool.running_in_this_thread()) ++off_pool;
                 {
                     std::lock_guard lock(m);
-                    seen.insert(thread_id());
+                    seen.insert(conflux_test::thread_id());
                 }
                 ++ran;
             });
@@ -48,7 +36,7 @@ TEST_CASE("posted work runs on the pool's threads and the destructor drains it")
     }
     CHECK(ran == 10'000);
     CHECK(off_pool == 0);
-    CHECK(seen.count(thread_id()) == 0);
+    CHECK(seen.count(conflux_test::thread_id()) == 0);
     CHECK(conflux_test::thread_count() == threads_before);
 }
 
@@ -71,12 +59,12 @@ TEST_CASE("a coroutine hops onto the pool and back to its loop") {
     conflux::thread_pool pool(2);
     auto body = [&]() -> conflux::task<bool> {
         auto loop = conflux::current_executor();
-        auto loop_thread = thread_id();
+        auto loop_thread = conflux_test::thread_id();
         co_await pool.schedule();
-        bool on_pool = pool.running_in_this_thread() && thread_id() != loop_thread &&
+        bool on_pool = pool.running_in_this_thread() && conflux_test::thread_id() != loop_thread &&
                        conflux::current_executor().context() == &pool;
         co_await loop.schedule();
-        co_return (on_pool && thread_id() == loop_thread);
+        co_return (on_pool && conflux_test::thread_id() == loop_thread);
     };
     for (int i = 0; i < 100; ++i) REQUIRE(conflux::run(body()));
 }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include <dirent.h>
@@ -107,5 +108,14 @@ inline double stress_scale() {
 
 /// Where the helper child programs (tests/helpers/*.cpp) are built.
 inline std::filesystem::path helper_dir() { return CONFLUX_TEST_BINARY_DIR; }
+
+/// The calling thread's id, computed afresh on every call: never inlined and opaque to the
+/// optimiser, so a coroutine that moved threads at a co_await does not see an id computed
+/// before the suspension (clang 14 reuses pthread_self across one).
+[[gnu::noinline]] inline std::thread::id thread_id() {
+    std::thread::id id = std::this_thread::get_id();
+    asm volatile("" : : "r"(&id) : "memory");
+    return id;
+}
 
 } // namespace conflux_test
