@@ -96,7 +96,9 @@ void send_with_fds(int sock, std::span<const std::byte> bytes, std::vector<int> 
 
 // A channel on one end, the raw socket on the other.
 std::pair<ipc_channel, conflux::detail::unique_fd> raw_pair(conflux::ipc_options o = {}) {
-    auto [a, b] = conflux::detail::ipc_socketpair();
+    auto a_b = conflux::detail::ipc_socketpair();
+    auto& a = a_b.first;
+    auto& b = a_b.second;
     return {ipc_channel(conflux::file_descriptor(a.release()), o), std::move(b)};
 }
 
@@ -130,7 +132,9 @@ task<void> yield_a_little() {
 TEST_CASE("typed messages round trip both ways, in order, including empty ones") {
     conflux_test::watchdog dog(10s);
     conflux::run([]() -> task<void> {
-        auto [a, b] = ipc_channel::pair();
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
         job j{7, "seven", {1.5, 2.5}, std::map<std::string, int>{{"k", 1}}};
         co_await a.send(j);
         co_await a.send(std::string());
@@ -158,7 +162,9 @@ TEST_CASE("typed messages round trip both ways, in order, including empty ones")
 TEST_CASE("4 x 8 MiB messages each way at once arrive intact; 65521-byte messages straddle reads") {
     conflux_test::watchdog dog(30s);
     conflux::run([]() -> task<void> {
-        auto [a, b] = ipc_channel::pair();
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
         auto pump = [](ipc_channel& out, ipc_channel& in, std::uint8_t seed) -> task<void> {
             auto sender = [&]() -> task<void> {
                 for (int i = 0; i < 4; ++i) co_await out.send(pattern(8 << 20, seed + i));
@@ -194,7 +200,9 @@ TEST_CASE("frames split at every byte boundary are reassembled") {
         const std::vector<int> one_two_three{1, 2, 3};
         for (std::size_t cut = 0; cut <= stream.size(); ++cut) {
             CAPTURE(cut);
-            auto [ch, raw] = raw_pair();
+            auto ch_raw = raw_pair();
+            auto& ch = ch_raw.first;
+            auto& raw = ch_raw.second;
             write_all(raw.get(), std::span(stream).first(cut));
             co_await yield_a_little();
             write_all(raw.get(), std::span(stream).subspan(cut));
@@ -234,9 +242,13 @@ TEST_CASE("malformed frames from a raw peer: one ipc_error, then the channel is 
                            std::vector<std::byte>(good.begin(), good.begin() + 7));
     }
     conflux::run([&]() -> task<void> {
-        for (auto& [name, bytes] : cases) {
+        for (auto& named_case : cases) {
+            const char* name = named_case.first;
+            auto& bytes = named_case.second;
             CAPTURE(name);
-            auto [ch, raw] = raw_pair({.max_message_size = 4096});
+            auto ch_raw = raw_pair({.max_message_size = 4096});
+            auto& ch = ch_raw.first;
+            auto& raw = ch_raw.second;
             write_all(raw.get(), bytes);
             raw.reset();
             CHECK_THROWS_AS(co_await ch.receive<std::string>(), conflux::ipc_error);
@@ -245,7 +257,9 @@ TEST_CASE("malformed frames from a raw peer: one ipc_error, then the channel is 
         }
         // A good frame still decodes as a different type: that is the receiver's mistake and
         // also an ipc_error (trailing bytes / truncation), never UB.
-        auto [ch, raw] = raw_pair();
+        auto ch_raw = raw_pair();
+        auto& ch = ch_raw.first;
+        auto& raw = ch_raw.second;
         write_all(raw.get(), frame_of(std::uint64_t(1)));
         CHECK_THROWS_AS(co_await ch.receive<std::uint32_t>(), conflux::ipc_error);
     }());
@@ -254,7 +268,9 @@ TEST_CASE("malformed frames from a raw peer: one ipc_error, then the channel is 
 
 TEST_CASE("a remote error frame becomes remote_error with the type name and message") {
     conflux::run([]() -> task<void> {
-        auto [a, b] = ipc_channel::pair();
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
         a.send_error("std::out_of_range", "index 9 of 3");
         try {
             (void)co_await b.receive<int>();
@@ -270,7 +286,9 @@ TEST_CASE("descriptors travel as descriptors: same inode, close-on-exec, one per
     conflux_test::watchdog dog(10s);
     const auto fds_before = conflux_test::open_fds();
     conflux::run([]() -> task<void> {
-        auto [a, b] = ipc_channel::pair();
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
         int p1[2];
         int p2[2];
         REQUIRE(::pipe(p1) == 0);
@@ -311,12 +329,16 @@ TEST_CASE("descriptors a frame did not declare, or fewer than declared: ipc_erro
         int p[2];
         REQUIRE(::pipe(p) == 0);
         {
-            auto [ch, raw] = raw_pair();
+            auto ch_raw = raw_pair();
+            auto& ch = ch_raw.first;
+            auto& raw = ch_raw.second;
             send_with_fds(raw.get(), frame_of(std::string("x")), {p[0], p[1]}); // declares 0
             CHECK_THROWS_AS(co_await ch.receive<std::string>(), conflux::ipc_error);
         }
         {
-            auto [ch, raw] = raw_pair();
+            auto ch_raw = raw_pair();
+            auto& ch = ch_raw.first;
+            auto& raw = ch_raw.second;
             send_with_fds(raw.get(),
                           frame_of(std::string("x"), conflux::detail::frame_type::user, 3),
                           {p[0], p[1]});
@@ -324,7 +346,9 @@ TEST_CASE("descriptors a frame did not declare, or fewer than declared: ipc_erro
         }
         {
             // The body names descriptor index 5 of 1.
-            auto [ch, raw] = raw_pair();
+            auto ch_raw = raw_pair();
+            auto& ch = ch_raw.first;
+            auto& raw = ch_raw.second;
             std::vector<std::byte> body{std::byte{1}, std::byte{5}};
             std::vector<std::byte> f(conflux::detail::frame_header_size);
             conflux::detail::write_frame_header(f.data(), conflux::detail::frame_type::user, 1,
@@ -342,7 +366,9 @@ TEST_CASE("descriptors a frame did not declare, or fewer than declared: ipc_erro
 TEST_CASE("buffers: shareable ones travel as memory (sender detached), others as bytes") {
     conflux_test::watchdog dog(10s);
     conflux::run([]() -> task<void> {
-        auto [a, b] = ipc_channel::pair();
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
         auto shared = conflux::buffer::shareable(1 << 20);
         shared.data()[0] = std::byte{42};
         co_await a.send(std::move(shared));
@@ -383,7 +409,9 @@ TEST_CASE("buffers: shareable ones travel as memory (sender detached), others as
 TEST_CASE("a peer that stops reading applies back-pressure with bounded memory") {
     conflux_test::watchdog dog(20s);
     conflux::run([]() -> task<void> {
-        auto [a, b] = ipc_channel::pair({.high_water_mark = 64 * 1024});
+        auto a_b = ipc_channel::pair({.high_water_mark = 64 * 1024});
+        auto& a = a_b.first;
+        auto& b = a_b.second;
         const std::string kib(1024, 'k');
         const int queued = co_await fill(a, kib);
         // The socket buffer took some; then the queue filled up to the mark and no further.
@@ -415,7 +443,8 @@ TEST_CASE("a peer that stops reading applies back-pressure with bounded memory")
 TEST_CASE("a send waiting for room is cancelled by its stop token") {
     conflux_test::watchdog dog(10s);
     conflux::run([]() -> task<void> {
-        auto [a, b] = ipc_channel::pair({.high_water_mark = 4096});
+        auto a_b = ipc_channel::pair({.high_water_mark = 4096});
+        auto& a = a_b.first; // a_b.second never reads
         const std::string big(4096, 'x');
         co_await fill(a, big);
         std::stop_source stop;
@@ -429,7 +458,8 @@ TEST_CASE("a send waiting for room is cancelled by its stop token") {
         co_await conflux::when_all(sender(), canceller());
         std::stop_source stop2;
         auto receiver = [&]() -> task<void> {
-            auto [c, d] = ipc_channel::pair();
+            auto c_d = ipc_channel::pair();
+            auto& c = c_d.first; // c_d.second never writes
             CHECK_THROWS_AS(co_await c.receive<int>(stop2.get_token()),
                             conflux::operation_cancelled);
         };
@@ -445,7 +475,9 @@ TEST_CASE("the peer dying mid-message ends receive with one ipc_error, no hang, 
     conflux_test::watchdog dog(10s);
     const auto fds_before = conflux_test::open_fds();
     conflux::run([]() -> task<void> {
-        auto [ch, raw] = raw_pair();
+        auto ch_raw = raw_pair();
+        auto& ch = ch_raw.first;
+        auto& raw = ch_raw.second;
         auto f = frame_of(std::string(100000, 'z'));
         auto reader = [&]() -> task<void> {
             CHECK_THROWS_AS(co_await ch.receive<std::string>(), conflux::ipc_error);
@@ -463,7 +495,9 @@ TEST_CASE("the peer dying mid-message ends receive with one ipc_error, no hang, 
 TEST_CASE("json mode: one JSON text per line, Node's internal messages skipped") {
     conflux_test::watchdog dog(10s);
     conflux::run([]() -> task<void> {
-        auto [ch, raw] = raw_pair({.mode = conflux::ipc_mode::json});
+        auto ch_raw = raw_pair({.mode = conflux::ipc_mode::json});
+        auto& ch = ch_raw.first;
+        auto& raw = ch_raw.second;
         const std::string in = "{\"a\":1}\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n\"h\\u00e9\"\n[1,";
         write_all(raw.get(), std::as_bytes(std::span(in)));
         CHECK(co_await ch.receive<std::string>() == std::string("{\"a\":1}"));
@@ -484,7 +518,9 @@ TEST_CASE("json mode: one JSON text per line, Node's internal messages skipped")
 
 TEST_CASE("messages too large or too deep are refused on the sending side") {
     conflux::run([]() -> task<void> {
-        auto [a, b] = ipc_channel::pair({.max_message_size = 1000, .max_depth = 3});
+        auto a_b = ipc_channel::pair({.max_message_size = 1000, .max_depth = 3});
+        auto& a = a_b.first;
+        auto& b = a_b.second;
         CHECK_THROWS_AS(co_await a.send(std::string(2000, 'x')), conflux::ipc_error);
         using deep = std::vector<std::vector<std::vector<std::vector<std::vector<int>>>>>;
         deep nested(1);
