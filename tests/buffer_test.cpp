@@ -103,10 +103,11 @@ TEST_CASE("buffer::adopt_memfd refuses an unsealed or short memfd") {
     int plain = ::memfd_create("plain", MFD_CLOEXEC);
     REQUIRE(plain >= 0);
     REQUIRE(::ftruncate(plain, 4096) == 0);
-    CHECK_THROWS_AS((void)conflux::buffer::adopt_memfd(plain, 4096), std::system_error);
+    CHECK_THROWS_AS((void)conflux::buffer::adopt_memfd(plain, 4096), std::invalid_argument);
     conflux::buffer b = conflux::buffer::shareable(100);
     CHECK_THROWS_AS((void)conflux::buffer::adopt_memfd(::dup(b.memfd()), 1 << 20),
-                    std::system_error);
+                    std::invalid_argument);
     b.reset();
+    CHECK_THROWS_AS((void)conflux::buffer::shareable(0), std::invalid_argument);
     CHECK(conflux_test::open_fds() == fds_before);
 }

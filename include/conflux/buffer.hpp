@@ -1,6 +1,6 @@
 #pragma once
 
-#include <conflux/detail/buffer_memfd.hpp>
+#include <conflux/detail/memfd.hpp>
 #include <conflux/detail/unique_fd.hpp>
 
 #include <atomic>
@@ -22,19 +22,15 @@ struct buffer_block {
     std::atomic<std::size_t> refs{1};
     std::byte* base = nullptr;
     std::size_t size = 0;
-    unique_fd memfd; // set for shareable blocks, whose memory is a shared mapping of it
+    memfd_mapping shared; // set for shareable blocks: `base` is this mapping
 
     void acquire() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
 
     void release() noexcept {
         // acq_rel: the last owner sees every write made through the other slices.
         if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-        if (memfd) {
-            unmap_memfd(base, size);
-        } else {
-            std::free(base);
-        }
-        delete this;
+        if (!shared) std::free(base);
+        delete this; // unmaps `shared`
     }
 };
 
@@ -80,18 +76,20 @@ public:
     }
 
     /// `n` zeroed bytes in a sealed memfd mapped shared: passable to another process as a
-    /// descriptor (`memfd()`). Throws `std::system_error` naming the failing call.
+    /// descriptor (`memfd()`). Throws `std::invalid_argument` for `n == 0` and
+    /// `std::system_error` naming the failing call when the OS refuses.
     [[nodiscard]] static buffer shareable(std::size_t n) {
-        detail::memfd_region r = detail::create_memfd_region(n);
-        return buffer(std::move(r));
+        return buffer(detail::memfd_mapping::create(n, "conflux-buffer"));
     }
 
     /// Takes ownership of a memfd (sealed against shrinking, at least `size` bytes long) and
-    /// maps it: the receiving end of a shareable buffer sent to another process. Throws
-    /// `std::system_error` (EINVAL for an unsealed or short memfd); the fd is closed then.
+    /// maps it: the receiving end of a shareable buffer sent to another process. The fd is
+    /// closed in every case. Throws `std::invalid_argument` for an unsealed or short memfd (a
+    /// peer could otherwise make this process fault), `std::system_error` when it cannot be
+    /// mapped.
     [[nodiscard]] static buffer adopt_memfd(int fd, std::size_t size) {
-        detail::memfd_region r = detail::adopt_memfd_region(detail::unique_fd(fd), size);
-        return buffer(std::move(r));
+        detail::unique_fd owned(fd);
+        return buffer(detail::memfd_mapping::import(owned.get(), size));
     }
 
     buffer(buffer&& other) noexcept
@@ -133,10 +131,12 @@ public:
     }
 
     /// True when the bytes live in a memfd (see `shareable`).
-    bool is_shareable() const noexcept { return m_block != nullptr && m_block->memfd; }
+    bool is_shareable() const noexcept {
+        return m_block != nullptr && static_cast<bool>(m_block->shared);
+    }
 
     /// The memfd holding the bytes (owned by the buffer), or -1 when not shareable.
-    int memfd() const noexcept { return is_shareable() ? m_block->memfd.get() : -1; }
+    int memfd() const noexcept { return is_shareable() ? m_block->shared.fd() : -1; }
 
     /// Where this buffer's bytes start within its memfd (non-zero for slices).
     std::size_t memfd_offset() const noexcept {
@@ -179,10 +179,10 @@ public:
     }
 
 private:
-    explicit buffer(detail::memfd_region&& r) : m_block(new detail::buffer_block) {
-        m_block->base = r.data;
-        m_block->size = r.size;
-        m_block->memfd = std::move(r.fd);
+    explicit buffer(detail::memfd_mapping&& mapping) : m_block(new detail::buffer_block) {
+        m_block->base = mapping.data();
+        m_block->size = mapping.size();
+        m_block->shared = std::move(mapping);
         m_data = m_block->base;
         m_size = m_block->size;
     }
