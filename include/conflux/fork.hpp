@@ -86,6 +86,7 @@ inline constexpr const char* fork_fd_env = "CONFLUX_IPC_FD";
 inline constexpr const char* fork_entry_env = "CONFLUX_FORK_ENTRY";
 inline constexpr const char* fork_parent_env = "CONFLUX_PARENT_PID";
 inline constexpr const char* fork_mode_env = "CONFLUX_IPC_MODE";
+inline constexpr const char* fork_max_env = "CONFLUX_IPC_MAX_MESSAGE";
 
 using entry_fn = std::function<task<int>()>;
 
@@ -183,6 +184,10 @@ inline bool start_forked_child(event_loop& loop) {
         }
         if (const char* e = std::getenv(fork_entry_env)) entry = e;
         if (const char* p = std::getenv(fork_parent_env)) parent_pid = std::atol(p);
+        // Both ends agree on the largest message the parent configured.
+        if (const char* m = std::getenv(fork_max_env); m && std::strtoull(m, nullptr, 10) > 0) {
+            options.max_message_size = static_cast<std::size_t>(std::strtoull(m, nullptr, 10));
+        }
     } else {
         // Forked by Node.js: its channel, in its json serialisation.
         fd = std::atoi(node_fd_text);
@@ -199,7 +204,7 @@ inline bool start_forked_child(event_loop& loop) {
     }
     // Consumed: grandchildren started with spawn must not believe they were forked.
     for (const char* name : {fork_fd_env, fork_entry_env, fork_parent_env, fork_mode_env,
-                             "NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE"}) {
+                             fork_max_env, "NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE"}) {
         ::unsetenv(name);
     }
     if (fd < 0) return false;
@@ -274,6 +279,7 @@ inline task<forked_child> start_fork(std::string program, std::string entry, arg
     options.env_set.emplace_back(fork_fd_env, fd_text);
     options.env_set.emplace_back(fork_mode_env, ipc.mode == ipc_mode::json ? "json" : "binary");
     options.env_set.emplace_back(fork_parent_env, std::to_string(::getpid()));
+    options.env_set.emplace_back(fork_max_env, std::to_string(ipc.max_message_size));
     if (!entry.empty()) options.env_set.emplace_back(fork_entry_env, entry);
     if (!options.argv0 && !entry.empty()) options.argv0 = program_invocation_name;
 
