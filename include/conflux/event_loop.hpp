@@ -99,7 +99,7 @@ public:
                 run_ready_batch();
                 // A loop that always has ready work (an endless ping-pong) still serves
                 // timers and I/O every so often.
-                if (++batches % 64 == 0) {
+                if (++batches % 16 == 0) {
                     fire_due_timers();
                     m_reactor.wait(std::optional<std::chrono::nanoseconds>(0));
                 }
@@ -270,15 +270,14 @@ private:
         h.resume();
     }
 
+    // Runs ready work, including work it queues, up to a bound, so that other threads' work,
+    // timers and I/O get their turn between batches.
     void run_ready_batch() noexcept {
-        detail::work_queue batch = m_ready.take();
-        while (detail::work_item* item = batch.pop()) {
+        for (int budget = 256; budget > 0; --budget) {
+            detail::work_item* item = m_ready.pop();
+            if (!item) return;
             item->run();
-            if (m_stop_requested.load(std::memory_order_relaxed)) {
-                // Keep the rest for the next run(), in order.
-                while (detail::work_item* rest = batch.pop()) m_ready.push(rest);
-                return;
-            }
+            if (m_stop_requested.load(std::memory_order_relaxed)) return;
         }
     }
 

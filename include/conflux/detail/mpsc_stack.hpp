@@ -29,6 +29,9 @@ public:
 
     /// Moves everything pushed so far into `out`, oldest first.
     void take_into(work_queue& out) noexcept {
+        // A plain load first: the loop calls this on every turn, and a locked exchange on an
+        // empty queue would cost more than the work it guards.
+        if (m_head.load(std::memory_order_relaxed) == nullptr) return;
         // acquire: see the items' contents written before their push.
         work_item* node = m_head.exchange(nullptr, std::memory_order_acquire);
         if (!node) return;
