@@ -448,7 +448,13 @@ private:
         if (token.stop_possible()) {
             callback.emplace(token, detail::cancel_wait{&core, &node.self, 1});
         }
-        return core.park.finish_suspend(m_spin.load(std::memory_order_relaxed));
+        if (!m_spin.load(std::memory_order_relaxed) || !m_spin_governor.should_spin()) {
+            return core.park.finish_suspend(false);
+        }
+        // finish_suspend returns false when the spin saw the wake-up (no suspension needed).
+        const bool suspended = core.park.finish_suspend(true);
+        m_spin_governor.record(!suspended);
+        return suspended;
     }
 
     void block(detail::wait_core& core, detail::waiter_node& node, const std::stop_token& token) {
@@ -477,6 +483,7 @@ private:
     const std::size_t m_capacity;
     bool m_closed = false;
     std::atomic<bool> m_spin{false};
+    detail::spin_governor m_spin_governor;
 };
 
 } // namespace conflux

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -50,5 +51,38 @@ bool spin_until(Done&& done, std::chrono::nanoseconds budget) noexcept {
         if (turn % 64 == 0 && std::chrono::steady_clock::now() >= deadline) return done();
     }
 }
+
+/// Decides whether a waiter spins before sleeping, backing off after spins that failed.
+///
+/// Spinning pays when the peer runs on another core and answers within the budget; on a busy
+/// machine the peer is often not scheduled at all, and every spin then burns its whole
+/// budget for nothing. After a failed spin the next 1, 3, 7 ... (at most 255) waits go
+/// straight to sleep; one spin that succeeds restores spinning at once.
+class spin_governor {
+public:
+    /// Whether this wait should spin. Call once per wait.
+    bool should_spin() noexcept {
+        // relaxed: a hint shared by the channel's waiters; a stale value costs one spin.
+        const unsigned skip = m_skip.load(std::memory_order_relaxed);
+        if (skip == 0) return true;
+        m_skip.store(skip - 1, std::memory_order_relaxed);
+        return false;
+    }
+
+    /// What came of a wait that spun: `succeeded` when the spin saw the wake-up.
+    void record(bool succeeded) noexcept {
+        if (succeeded) {
+            m_backoff.store(0, std::memory_order_relaxed);
+            return;
+        }
+        const unsigned next = std::min(m_backoff.load(std::memory_order_relaxed) * 2 + 1, 255u);
+        m_backoff.store(next, std::memory_order_relaxed);
+        m_skip.store(next, std::memory_order_relaxed);
+    }
+
+private:
+    std::atomic<unsigned> m_backoff{0};
+    std::atomic<unsigned> m_skip{0};
+};
 
 } // namespace conflux::detail
