@@ -356,6 +356,7 @@ TEST_CASE("connections opened and closed leave no descriptor behind") {
 
 TEST_CASE("accept under EMFILE backs off without spinning and recovers when fds free up") {
     conflux_test::watchdog dog(30s);
+    conflux_test::meet_error_types_before_emfile();
     run([]() -> task<void> {
         auto listener = tcp_listener::bind("127.0.0.1", 0, {.backlog = 256});
         const auto port = listener.local_endpoint().port();

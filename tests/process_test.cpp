@@ -728,6 +728,7 @@ TEST_CASE("wait from another loop's thread") {
 
 TEST_CASE("EMFILE under a low RLIMIT_NOFILE is a clear error, and later spawns work") {
     conflux_test::watchdog dog(10s);
+    conflux_test::meet_error_types_before_emfile();
     no_leaks probe;
     rlimit old{};
     ::getrlimit(RLIMIT_NOFILE, &old);

@@ -316,21 +316,12 @@ TEST_CASE("256 workers under a limit of 128 descriptors each run or fail clearly
     // R47: a worker whose loop cannot get its descriptors reports it through join(); the
     // parent survives, and every thread and descriptor is given back.
     std::thread([] {}).join(); // let sanitizer runtimes start their helper thread first
-    // UBSan's vptr check probes memory through a pipe of its own the first time it meets a
-    // type; with the descriptor table full it cannot, and reports a false "invalid vptr".
-    // Meet here, with descriptors to spare, the exceptions the workers will throw.
-    {
+    // The exceptions the workers will throw with the table full: see the helper.
+    conflux_test::meet_error_types_before_emfile([] {
         conflux::message_channel<int> closed;
         closed.port2.close();
         CHECK_FALSE(closed.port1.post(1)); // channel_closed, caught inside post
-        std::exception_ptr e =
-            std::make_exception_ptr(std::system_error(EMFILE, std::system_category(), "primer"));
-        try {
-            std::rethrow_exception(e);
-        } catch (const std::system_error& s) {
-            CHECK(s.code().value() == EMFILE);
-        }
-    }
+    });
     const auto fds = conflux_test::open_fds();
     const auto threads = conflux_test::thread_count();
     rlimit old{};

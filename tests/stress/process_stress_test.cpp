@@ -104,6 +104,7 @@ TEST_CASE("1000 concurrent spawns under a limit of 256 descriptors all settle") 
     // R33: each spawn succeeds or fails with EMFILE/EAGAIN; nothing hangs or leaks, and the
     // descriptor table is back to where it was.
     conflux_test::watchdog dog(30s, 2);
+    conflux_test::meet_error_types_before_emfile();
     const auto fds = conflux_test::open_fds();
     rlimit old{};
     REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);

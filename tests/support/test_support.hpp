@@ -118,4 +118,21 @@ inline std::filesystem::path helper_dir() { return CONFLUX_TEST_BINARY_DIR; }
     return id;
 }
 
+/// Call before filling the descriptor table on purpose. UBSan's vptr check probes an object's
+/// memory through a pipe of its own the first time it meets a dynamic type; with no
+/// descriptor left it cannot, and reports a false "invalid vptr". This meets, with
+/// descriptors to spare, the types that error paths under EMFILE use: std::system_error
+/// and its category (and conflux's own exceptions, through `also`).
+template <class... Also>
+void meet_error_types_before_emfile(Also&&... also) {
+    try {
+        throw std::system_error(EMFILE, std::system_category(), "primer");
+    } catch (const std::system_error& e) {
+        (void)e.code().message();
+        (void)e.code().category().name();
+        (void)e.what();
+    }
+    (also(), ...);
+}
+
 } // namespace conflux_test
