@@ -95,7 +95,7 @@ TEST_CASE("spawn_thread passes the awaiter's stop token to f") {
 
 TEST_CASE("spawn_thread joins every thread it starts") {
     conflux_test::watchdog dog(30s);
-    const auto baseline = conflux_test::thread_count();
+    const auto baseline = conflux_test::thread_baseline();
     auto body = []() -> conflux::task<int> {
         int total = 0;
         for (int i = 0; i < 200; ++i) total += co_await conflux::spawn_thread([i] { return i; });

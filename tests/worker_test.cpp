@@ -242,7 +242,7 @@ TEST_CASE("worker: one that ignores terminate is reported after the deadline (R4
 
 TEST_CASE("worker: a dropped worker is stopped and joined") {
     conflux_test::watchdog dog(30s);
-    const auto baseline = conflux_test::thread_count();
+    const auto baseline = conflux_test::thread_baseline();
     auto body = []() -> conflux::task<> {
         for (int i = 0; i < 20; ++i) {
             conflux::worker<int> w([](auto& p) -> conflux::task<> {
@@ -315,7 +315,6 @@ TEST_CASE("message_channel: two workers talk directly through entangled ports") 
 TEST_CASE("256 workers under a limit of 128 descriptors each run or fail clearly") {
     // R47: a worker whose loop cannot get its descriptors reports it through join(); the
     // parent survives, and every thread and descriptor is given back.
-    std::thread([] {}).join(); // let sanitizer runtimes start their helper thread first
     // The exceptions the workers will throw with the table full: see the helper.
     conflux_test::meet_error_types_before_emfile([] {
         conflux::message_channel<int> closed;
@@ -323,7 +322,7 @@ TEST_CASE("256 workers under a limit of 128 descriptors each run or fail clearly
         CHECK_FALSE(closed.port1.post(1)); // channel_closed, caught inside post
     });
     const auto fds = conflux_test::open_fds();
-    const auto threads = conflux_test::thread_count();
+    const auto threads = conflux_test::thread_baseline();
     rlimit old{};
     REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
     rlimit low = old;

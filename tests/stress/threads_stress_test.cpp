@@ -82,7 +82,7 @@ TEST_CASE("channel: 4 producers x 4 consumers x 1M messages, no loss, no duplica
 TEST_CASE("worker: 10,000 started and joined, the thread count back to baseline") {
     conflux_test::watchdog dog(300s);
     const std::size_t workers = scaled(10000);
-    const auto baseline = conflux_test::thread_count();
+    const auto baseline = conflux_test::thread_baseline();
     auto body = [&]() -> conflux::task<std::size_t> {
         std::size_t sum = 0;
         for (std::size_t i = 0; i < workers; i += 8) {

@@ -135,4 +135,12 @@ void meet_error_types_before_emfile(Also&&... also) {
     (also(), ...);
 }
 
+/// The thread count to compare against later: sanitizer runtimes (GCC's TSan) start a helper
+/// thread of their own along with the first thread a test creates, so one is started and
+/// joined first.
+inline std::size_t thread_baseline() {
+    std::thread([] {}).join();
+    return thread_count();
+}
+
 } // namespace conflux_test
