@@ -28,17 +28,26 @@ void loop_yields(std::size_t n) {
 }
 
 std::uint64_t raw_counter = 0;
-void raw_step() { ++raw_counter; }
+[[gnu::noinline]] void raw_step() { ++raw_counter; }
+
+// Hides which function a pointer holds, as a real queue of work does: otherwise the compiler
+// sees the one function pushed and inlines it, and the baseline stops being a queue of
+// function pointers.
+template <class F>
+F* opaque(F* f) {
+    asm volatile("" : "+r"(f));
+    return f;
+}
 
 // The baseline: a single-threaded FIFO of function pointers, each popped and called.
 void raw_queue(std::size_t n) {
     std::deque<void (*)()> queue;
-    queue.push_back(&raw_step);
+    queue.push_back(opaque(&raw_step));
     for (std::size_t i = 0; i < n; ++i) {
         auto f = queue.front();
         queue.pop_front();
         f();
-        queue.push_back(&raw_step);
+        queue.push_back(opaque(&raw_step));
     }
 }
 
