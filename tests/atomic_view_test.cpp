@@ -9,6 +9,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/shm_child.hpp"
 #include "support/test_support.hpp"
 
 #include <atomic>
@@ -24,41 +25,15 @@
 #include <vector>
 
 #include <signal.h>
-#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char** environ;
 
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using conflux::wait_result;
 
 namespace {
-
-/// Starts tests/helpers/shm_child.cpp with a duplicate of `memory`'s fd that it inherits.
-pid_t start_child(const conflux::shared_buffer& memory, const std::string& mode,
-                  std::uint64_t n = 0) {
-    const int target = memory.fd() == 100 ? 101 : 100;
-    const std::string path = (conflux_test::helper_dir() / "conflux_shm_child").string();
-    const std::string fd_arg = std::to_string(target);
-    const std::string size_arg = std::to_string(memory.size());
-    const std::string n_arg = std::to_string(n);
-    std::vector<char*> argv = {
-        const_cast<char*>(path.c_str()),   const_cast<char*>(mode.c_str()),
-        const_cast<char*>(fd_arg.c_str()), const_cast<char*>(size_arg.c_str()),
-        const_cast<char*>(n_arg.c_str()),  nullptr};
-    posix_spawn_file_actions_t actions;
-    ::posix_spawn_file_actions_init(&actions);
-    // dup2 gives the child a copy without close-on-exec: the memfd itself stays CLOEXEC.
-    ::posix_spawn_file_actions_adddup2(&actions, memory.fd(), target);
-    pid_t pid = -1;
-    const int err = ::posix_spawn(&pid, path.c_str(), &actions, nullptr, argv.data(), environ);
-    ::posix_spawn_file_actions_destroy(&actions);
-    REQUIRE_MESSAGE(err == 0, "posix_spawn " << path << ": " << err);
-    return pid;
-}
 
 /// Waits for the child and returns its exit code (or 128 + signal).
 int reap(pid_t pid) {
@@ -364,7 +339,7 @@ TEST_CASE("exact counters from a parent and a spawned child process") {
     const auto c32 = memory.view<std::uint32_t>(8, 1);
     const auto c64 = memory.view<std::uint64_t>(16, 1);
     const auto n = static_cast<std::uint64_t>(1'000'000 * conflux_test::stress_scale());
-    const pid_t child = start_child(memory, "count", n);
+    const pid_t child = conflux_test::start_shm_child(memory, "count", n);
     for (std::uint64_t k = 0; k < n; ++k) {
         c32.add(0, 1);
         c64.add(0, 1);
@@ -382,7 +357,8 @@ TEST_CASE("wait/notify ping-pong across processes") {
 
     SUBCASE("32-bit") {
         const auto cells = memory.view<std::int32_t>(0, 2);
-        const pid_t child = start_child(memory, "pong", static_cast<std::uint64_t>(rounds));
+        const pid_t child =
+            conflux_test::start_shm_child(memory, "pong", static_cast<std::uint64_t>(rounds));
         for (int k = 0; k < rounds; ++k) {
             cells.store(0, 2 * k + 1);
             cells.notify(0);
@@ -393,7 +369,8 @@ TEST_CASE("wait/notify ping-pong across processes") {
     }
     SUBCASE("64-bit, high half only") {
         const auto word = memory.view<std::uint64_t>(16, 1);
-        const pid_t child = start_child(memory, "pong64", static_cast<std::uint64_t>(rounds));
+        const pid_t child =
+            conflux_test::start_shm_child(memory, "pong64", static_cast<std::uint64_t>(rounds));
         for (std::uint64_t k = 0; k < static_cast<std::uint64_t>(rounds); ++k) {
             word.store(0, (2 * k + 1) << 32);
             word.notify(0);
@@ -409,7 +386,7 @@ TEST_CASE("notify counts a waiter in another process") {
     conflux_test::watchdog dog(30s);
     conflux::shared_buffer memory(64);
     const auto cells = memory.view<std::int32_t>(0, 2);
-    const pid_t child = start_child(memory, "wait");
+    const pid_t child = conflux_test::start_shm_child(memory, "wait");
     // The child's wait returns only when notified; notify reports 1 once it sleeps.
     const auto give_up = clock_type::now() + 10s;
     std::size_t woken = 0;
@@ -426,7 +403,7 @@ TEST_CASE("a child dying mid-protocol leaves the parent's timed wait returning n
     conflux_test::watchdog dog(30s);
     conflux::shared_buffer memory(64);
     const auto cells = memory.view<std::int32_t>(0, 2);
-    const pid_t child = start_child(memory, "die");
+    const pid_t child = conflux_test::start_shm_child(memory, "die");
     // The child announces itself, then dies without ever writing cell 0.
     while (cells.load(1) == 0) CHECK(cells.wait(1, 0, 10s) != wait_result::timed_out);
     const auto start = clock_type::now();
@@ -435,7 +412,7 @@ TEST_CASE("a child dying mid-protocol leaves the parent's timed wait returning n
     CHECK(reap(child) == 7);
 
     // And one killed outright while the parent waits.
-    const pid_t victim = start_child(memory, "wait");
+    const pid_t victim = conflux_test::start_shm_child(memory, "wait");
     std::this_thread::sleep_for(20ms);
     CHECK(::kill(victim, SIGKILL) == 0);
     CHECK(cells.wait(0, 0, 200ms) == wait_result::timed_out);

@@ -1,5 +1,6 @@
 #include <conflux/conflux.hpp>
 
+#include "support/shm_child.hpp"
 #include "support/test_support.hpp"
 
 #include <doctest/doctest.h>
@@ -12,11 +13,8 @@
 #include <thread>
 #include <vector>
 
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char** environ;
 
 using namespace std::chrono_literals;
 using conflux::wait_result;
@@ -28,26 +26,6 @@ std::size_t scaled(std::size_t n) {
     return s == 0 ? 1 : s;
 }
 
-pid_t start_child(const conflux::shared_buffer& memory, const std::string& mode, std::size_t n) {
-    const int target = memory.fd() == 100 ? 101 : 100;
-    const std::string path = (conflux_test::helper_dir() / "conflux_shm_child").string();
-    const std::string fd_arg = std::to_string(target);
-    const std::string size_arg = std::to_string(memory.size());
-    const std::string n_arg = std::to_string(n);
-    std::vector<char*> argv = {
-        const_cast<char*>(path.c_str()),   const_cast<char*>(mode.c_str()),
-        const_cast<char*>(fd_arg.c_str()), const_cast<char*>(size_arg.c_str()),
-        const_cast<char*>(n_arg.c_str()),  nullptr};
-    posix_spawn_file_actions_t actions;
-    ::posix_spawn_file_actions_init(&actions);
-    ::posix_spawn_file_actions_adddup2(&actions, memory.fd(), target);
-    pid_t pid = -1;
-    const int err = ::posix_spawn(&pid, path.c_str(), &actions, nullptr, argv.data(), environ);
-    ::posix_spawn_file_actions_destroy(&actions);
-    REQUIRE(err == 0);
-    return pid;
-}
-
 } // namespace
 
 TEST_CASE("R55: two processes add 1e7 each to u32 and u64 counters, exactly") {
@@ -56,7 +34,7 @@ TEST_CASE("R55: two processes add 1e7 each to u32 and u64 counters, exactly") {
     const auto c32 = memory.view<std::uint32_t>(8, 1);
     const auto c64 = memory.view<std::uint64_t>(16, 1);
     const std::size_t n = scaled(10'000'000);
-    const pid_t child = start_child(memory, "count", n);
+    const pid_t child = conflux_test::start_shm_child(memory, "count", n);
     for (std::size_t k = 0; k < n; ++k) {
         c32.add(0, 1);
         c64.add(0, 1);
