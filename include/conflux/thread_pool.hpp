@@ -109,7 +109,7 @@ private:
             detail::work_item* item = m_queue.pop();
             if (!item) return; // stopping and drained
             lock.unlock();
-            item->run();
+            detail::resume_item::run(item);
             lock.lock();
         }
     }

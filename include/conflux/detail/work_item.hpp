@@ -23,12 +23,20 @@ struct work_item {
 struct resume_item : work_item {
     std::coroutine_handle<> handle;
 
-    resume_item() noexcept {
-        invoke = [](work_item* self, action a) noexcept {
-            if (a == action::run) {
-                static_cast<resume_item*>(self)->handle.resume();
-            }
-        };
+    resume_item() noexcept { invoke = &invoke_resume; }
+
+    static void invoke_resume(work_item* self, action a) noexcept {
+        if (a == action::run) static_cast<resume_item*>(self)->handle.resume();
+    }
+
+    /// Runs `item`. Most queued items resume a coroutine: those are recognised and resumed
+    /// directly, one indirect call instead of two on an executor's hottest path.
+    static void run(work_item* item) noexcept {
+        if (item->invoke == &invoke_resume) {
+            static_cast<resume_item*>(item)->handle.resume();
+        } else {
+            item->run();
+        }
     }
 };
 
@@ -67,14 +75,15 @@ struct posted_function : work_item {
     }
 };
 
-/// Single-threaded FIFO of work items.
+/// Single-threaded FIFO of work items. `m_tail` is meaningful only while `m_head` is set,
+/// which spares the hot push/pop pair two stores.
 class work_queue {
 public:
     bool empty() const noexcept { return m_head == nullptr; }
 
     void push(work_item* item) noexcept {
         item->next = nullptr;
-        if (m_tail) {
+        if (m_head) {
             m_tail->next = item;
         } else {
             m_head = item;
@@ -85,7 +94,7 @@ public:
     /// Appends a chain already linked through `next` (oldest first).
     void push_chain(work_item* first, work_item* last) noexcept {
         if (!first) return;
-        if (m_tail) {
+        if (m_head) {
             m_tail->next = first;
         } else {
             m_head = first;
@@ -93,13 +102,10 @@ public:
         m_tail = last;
     }
 
+    /// The oldest item, or nullptr. Its `next` is left as it was: pushing sets it again.
     work_item* pop() noexcept {
         work_item* item = m_head;
-        if (item) {
-            m_head = item->next;
-            if (!m_head) m_tail = nullptr;
-            item->next = nullptr;
-        }
+        if (item) m_head = item->next;
         return item;
     }
 
