@@ -134,6 +134,47 @@ TEST_CASE("schedule() hops onto the loop from another thread, and back by affini
     CHECK(back_on_side);
 }
 
+TEST_CASE("a loop that ran on this thread and now runs on another is woken by this thread") {
+    conflux_test::watchdog dog(10s);
+    conflux::event_loop loop;
+    loop.post([&] { loop.stop(); });
+    loop.run(); // first on this thread
+    std::atomic<bool> idle{false};
+    std::thread::id ran_on;
+    std::thread other([&] {
+        loop.post([&] { idle = true; });
+        loop.run();
+    });
+    while (!idle) std::this_thread::yield();
+    std::this_thread::sleep_for(20ms); // the loop is asleep in epoll by now
+    // Taken for the loop's own thread, this post would sit in the local queue unseen and
+    // the loop would sleep on (the watchdog ends the test).
+    loop.post([&] {
+        ran_on = std::this_thread::get_id();
+        loop.stop();
+    });
+    const auto other_id = other.get_id();
+    other.join();
+    CHECK(ran_on == other_id);
+}
+
+TEST_CASE("thread identities are distinct between live threads and stable within one") {
+    const auto mine = conflux::detail::thread_identity();
+    CHECK(mine != 0);
+    CHECK(conflux::detail::thread_identity() == mine);
+    std::uintptr_t theirs[2] = {};
+    std::thread a([&] { theirs[0] = conflux::detail::thread_identity(); });
+    std::thread b([&] {
+        theirs[1] = conflux::detail::thread_identity();
+        std::this_thread::sleep_for(10ms);
+    });
+    a.join();
+    b.join();
+    CHECK(theirs[0] != mine);
+    CHECK(theirs[1] != mine);
+    CHECK(theirs[0] != 0);
+}
+
 TEST_CASE("run() twice at once is refused") {
     conflux::event_loop loop;
     std::atomic<bool> threw{false};

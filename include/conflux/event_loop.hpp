@@ -5,6 +5,7 @@
 #include <conflux/detail/driver.hpp>
 #include <conflux/detail/epoll.hpp>
 #include <conflux/detail/mpsc_stack.hpp>
+#include <conflux/detail/thread_identity.hpp>
 #include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/timer_heap.hpp>
 #include <conflux/detail/work_item.hpp>
@@ -86,10 +87,12 @@ public:
             event_loop* previous;
             ~running_guard() {
                 detail::current_loop_slot() = previous;
+                loop.m_owner.store(0, std::memory_order_relaxed);
                 loop.m_stop_requested.store(false, std::memory_order_relaxed);
                 loop.m_running.store(false, std::memory_order_release);
             }
         } guard{*this, std::exchange(detail::current_loop_slot(), this)};
+        m_owner.store(detail::thread_identity(), std::memory_order_relaxed);
         detail::current_executor_scope scope{any_executor(*this)};
 
         unsigned batches = 0;
@@ -157,7 +160,10 @@ public:
     /// Low-level: queues an intrusive work item (the allocation-free path of post).
     /// Thread-safe.
     void enqueue(detail::work_item* item) noexcept {
-        if (running_in_this_thread()) {
+        // The thread inside run() (the common case: a coroutine yielding or waking another)
+        // pushes without atomics. Another thread never reads its own identity here: it wrote
+        // 0 when its own run() ended, and sees that or a later owner.
+        if (m_owner.load(std::memory_order_relaxed) == detail::thread_identity()) {
             m_ready.push(item);
             return;
         }
@@ -276,7 +282,7 @@ private:
         for (int budget = 256; budget > 0; --budget) {
             detail::work_item* item = m_ready.pop();
             if (!item) return;
-            item->run();
+            detail::resume_item::run(item);
             if (m_stop_requested.load(std::memory_order_relaxed)) return;
         }
     }
@@ -310,6 +316,7 @@ private:
     detail::timer_heap m_timers;
     std::unordered_set<void*> m_detached;
     std::exception_ptr m_detached_error;
+    std::atomic<std::uintptr_t> m_owner{0}; // thread_identity() of the thread in run()
     std::atomic<bool> m_sleeping{false};
     std::atomic<bool> m_stop_requested{false};
     std::atomic<bool> m_running{false};
