@@ -54,6 +54,14 @@ public:
         if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_MOD, fd, &ev) != 0) throw_errno("epoll_ctl mod");
     }
 
+    /// modify() for paths that cannot throw: false if the kernel refused.
+    bool try_modify(int fd, std::uint32_t events, io_handler* handler) noexcept {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.ptr = handler;
+        return ::epoll_ctl(m_epoll.get(), EPOLL_CTL_MOD, fd, &ev) == 0;
+    }
+
     void remove(int fd) noexcept {
         // Failure means the fd was already closed (and so dropped from the set): nothing to do.
         ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);

@@ -20,13 +20,17 @@ namespace conflux::detail {
 /// Use: try the operation; on EAGAIN, `co_await watch.readable(token)` and try again. An edge
 /// that arrives while nobody waits is remembered, so the next wait returns at once (it may
 /// then be spurious: callers always retry the syscall).
+///
+/// Write space is watched only from the first wait for it until an edge finds no writer
+/// waiting: a Unix socket signals write space at every read its peer makes, and a standing
+/// EPOLLOUT interest would wake a sleeping loop for each of those reads.
 class io_watch : private io_handler {
 public:
     enum class direction { read, write };
 
     io_watch(event_loop& loop, int fd) : m_loop(&loop), m_fd(fd) {
         on_events = &dispatch;
-        loop_access::reactor(loop).add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this);
+        loop_access::reactor(loop).add(fd, read_interest, this);
     }
     io_watch(const io_watch&) = delete;
     io_watch& operator=(const io_watch&) = delete;
@@ -34,6 +38,11 @@ public:
 
     event_loop& loop() const noexcept { return *m_loop; }
     int fd() const noexcept { return m_fd; }
+
+    /// Whether the fd has reported a hang-up or an error. Such an edge comes once: a reader
+    /// that decides from its own reads that nothing is left must still read once more to
+    /// see the end of the stream.
+    bool hung_up() const noexcept { return m_hung_up; }
 
     class awaiter {
     public:
@@ -55,6 +64,13 @@ public:
         void await_suspend(std::coroutine_handle<> h) {
             if (slot() != nullptr) {
                 throw std::logic_error("conflux: two coroutines waiting on the same fd direction");
+            }
+            if (m_dir == direction::write && !m_watch.m_write_armed) {
+                // Modifying an edge-triggered registration reports the fd's current state,
+                // so space that is already there is not missed.
+                loop_access::reactor(*m_watch.m_loop)
+                    .modify(m_watch.m_fd, write_interest, &m_watch);
+                m_watch.m_write_armed = true;
             }
             slot() = &m_wait;
             m_wait.arm(
@@ -96,11 +112,18 @@ public:
 private:
     static void dispatch(io_handler* handler, std::uint32_t events) noexcept {
         auto* self = static_cast<io_watch*>(handler);
+        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) self->m_hung_up = true;
         if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
             wake(self->m_reader, self->m_read_ready);
         }
         if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+            const bool writer_waited = self->m_writer != nullptr;
             wake(self->m_writer, self->m_write_ready);
+            if (!writer_waited && self->m_write_armed &&
+                loop_access::reactor(*self->m_loop).try_modify(self->m_fd, read_interest,
+                                                                self)) {
+                self->m_write_armed = false;
+            }
         }
     }
 
@@ -112,8 +135,13 @@ private:
         }
     }
 
+    static constexpr std::uint32_t read_interest = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    static constexpr std::uint32_t write_interest = read_interest | EPOLLOUT;
+
     event_loop* m_loop;
     int m_fd;
+    bool m_write_armed = false;
+    bool m_hung_up = false;
     loop_wait* m_reader = nullptr;
     loop_wait* m_writer = nullptr;
     bool m_read_ready = false;
