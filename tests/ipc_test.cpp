@@ -4,6 +4,7 @@
 #include <conflux/shared_buffer.hpp>
 #include <conflux/sleep.hpp>
 #include <conflux/when_all.hpp>
+#include <conflux/when_any.hpp>
 #include <conflux/detail/ipc_frame.hpp>
 
 #include <doctest/doctest.h>
@@ -490,6 +491,39 @@ TEST_CASE("the peer dying mid-message ends receive with one ipc_error, no hang, 
         co_await conflux::when_all(reader(), killer());
     }());
     CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("a last message and the peer's hang-up seen in one edge: the message, then the end") {
+    // The receiver sleeps first, so the frame and the close reach the loop as one epoll event;
+    // the short read that takes the frame must not be taken for proof that nothing is left.
+    conflux_test::watchdog dog(10s);
+    for (auto mode : {conflux::ipc_mode::binary, conflux::ipc_mode::json}) {
+        conflux::run([mode]() -> task<void> {
+            auto ch_raw = raw_pair({.mode = mode});
+            auto& ch = ch_raw.first;
+            auto& raw = ch_raw.second;
+            auto reader = [&]() -> task<void> {
+                auto first = co_await ch.receive<std::string>();
+                REQUIRE(first);
+                CHECK(*first == "\"last\"");
+                auto rest = co_await conflux::when_any(ch.receive<std::string>(),
+                                                       conflux::sleep_for(2s));
+                REQUIRE(rest.index() == 0);
+                CHECK(!std::get<0>(rest));
+            };
+            auto closer = [&]() -> task<void> {
+                co_await yield_a_little();
+                if (mode == conflux::ipc_mode::json) {
+                    const std::string line = "\"last\"\n";
+                    write_all(raw.get(), std::as_bytes(std::span(line)));
+                } else {
+                    write_all(raw.get(), frame_of(std::string("\"last\"")));
+                }
+                raw.reset();
+            };
+            co_await conflux::when_all(reader(), closer());
+        }());
+    }
 }
 
 TEST_CASE("json mode: one JSON text per line, Node's internal messages skipped") {

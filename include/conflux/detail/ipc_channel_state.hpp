@@ -61,6 +61,7 @@ public:
         if (flags < 0 || ::fcntl(m_sock.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
             throw_errno("ipc channel", "O_NONBLOCK");
         }
+        m_short_read_empties = short_read_empties(m_sock.get());
         m_watch = std::make_unique<io_watch>(loop, m_sock.get());
     }
     ipc_channel_state(const ipc_channel_state&) = delete;
@@ -184,6 +185,13 @@ public:
                     fail("the peer closed the channel in the middle of a message");
                 }
                 co_return std::nullopt;
+            }
+            if (std::exchange(m_drained, false) && !m_watch->hung_up()) {
+                // The last read emptied the socket: wait for the next edge rather than pay
+                // for a read that would only say EAGAIN. Not after a hang-up: the end of the
+                // stream is no data, so a short read does not prove it consumed, and its edge
+                // may already have been taken together with the last data's.
+                co_await m_watch->readable(token);
             }
             if (!read_some()) co_await m_watch->readable(token);
         }
@@ -400,6 +408,19 @@ private:
         ::shutdown(m_sock.get(), SHUT_RDWR);
     }
 
+    // Whether a short read proves the socket empty (see read_some): true for a Unix stream
+    // socket without SO_PASSCRED. Anything else is read until EAGAIN.
+    static bool short_read_empties(int fd) noexcept {
+        int domain = 0, type = 0, passcred = 1;
+        socklen_t length = sizeof(int);
+        if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0) return false;
+        length = sizeof(int);
+        if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) return false;
+        length = sizeof(int);
+        if (::getsockopt(fd, SOL_SOCKET, SO_PASSCRED, &passcred, &length) != 0) return false;
+        return domain == AF_UNIX && type == SOCK_STREAM && passcred == 0;
+    }
+
     /// One read; false when nothing was there (EAGAIN).
     bool read_some() {
         for (;;) {
@@ -448,6 +469,12 @@ private:
                 return true;
             }
             const auto got = static_cast<std::size_t>(n);
+            // A Unix stream read stops short of the buffer only when the queue ran out, or
+            // after an skb that carried descriptors (or at a change of sender with
+            // SO_PASSCRED, checked at construction, or at an out-of-band mark, which no IPC
+            // peer sends). So a short read without descriptors left the socket empty, and the
+            // next data raises a fresh edge.
+            m_drained = m_short_read_empties && got < into.size() && fds.empty();
             try {
                 if (m_json) {
                     if (!fds.empty()) fail("descriptors on a json channel");
@@ -512,6 +539,8 @@ private:
     std::vector<std::byte> m_line; // json mode: bytes of the current, incomplete line(s)
     std::size_t m_line_scanned = 0;
     bool m_eof = false;
+    bool m_drained = false;
+    bool m_short_read_empties = false;
     bool m_failed = false;
     bool m_receiving = false;
 };
