@@ -506,8 +506,8 @@ TEST_CASE("a last message and the peer's hang-up seen in one edge: the message, 
                 auto first = co_await ch.receive<std::string>();
                 REQUIRE(first);
                 CHECK(*first == "\"last\"");
-                auto rest = co_await conflux::when_any(ch.receive<std::string>(),
-                                                       conflux::sleep_for(2s));
+                auto rest =
+                    co_await conflux::when_any(ch.receive<std::string>(), conflux::sleep_for(2s));
                 REQUIRE(rest.index() == 0);
                 CHECK(!std::get<0>(rest));
             };

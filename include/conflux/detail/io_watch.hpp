@@ -120,8 +120,7 @@ private:
             const bool writer_waited = self->m_writer != nullptr;
             wake(self->m_writer, self->m_write_ready);
             if (!writer_waited && self->m_write_armed &&
-                loop_access::reactor(*self->m_loop).try_modify(self->m_fd, read_interest,
-                                                                self)) {
+                loop_access::reactor(*self->m_loop).try_modify(self->m_fd, read_interest, self)) {
                 self->m_write_armed = false;
             }
         }
