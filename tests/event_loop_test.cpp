@@ -225,6 +225,43 @@ TEST_CASE("an endless ping-pong on one loop still lets timers fire") {
     CHECK(conflux::run(body()));
 }
 
+TEST_CASE("schedule() on the loop's thread resumes ready coroutines oldest first") {
+    std::vector<int> order;
+    conflux::run([&]() -> conflux::task<> {
+        conflux::event_loop& loop = *conflux::event_loop::current();
+        auto yielder = [&](int id) -> conflux::task<> {
+            for (int i = 0; i < 3; ++i) {
+                order.push_back(id);
+                co_await loop.schedule();
+            }
+        };
+        for (int id = 0; id < 3; ++id) loop.detach(yielder(id));
+        for (int i = 0; i < 8; ++i) co_await loop.schedule();
+    }());
+    CHECK(order == std::vector<int>{0, 1, 2, 0, 1, 2, 0, 1, 2});
+}
+
+TEST_CASE("coroutines that only yield still let another thread's post in") {
+    // schedule() hands the loop's thread straight to the next ready coroutine; the batch
+    // budget must still end so that the remote queue is read.
+    std::atomic<bool> done{false};
+    conflux::event_loop loop;
+    std::thread poster([&] {
+        std::this_thread::sleep_for(20ms);
+        loop.post([&] { done = true; });
+    });
+    auto spinner = [&]() -> conflux::task<> {
+        while (!done) co_await loop.schedule();
+    };
+    auto start = clock_type::now();
+    loop.run_until_complete([&]() -> conflux::task<> {
+        loop.detach(spinner());
+        co_await spinner();
+    }());
+    poster.join();
+    CHECK(clock_type::now() - start < 5s);
+}
+
 TEST_CASE("an idle loop sleeps instead of spinning") {
     auto body = []() -> conflux::task<double> {
         double before = cpu_seconds();

@@ -177,6 +177,30 @@ public:
         }
     }
 
+    /// Low-level, for `schedule()`: queues `item`; on the loop's own thread, inside a batch of
+    /// ready work, also takes the oldest ready coroutine off the queue and returns it to be
+    /// resumed at once by symmetric transfer (the caller's own, when nothing else is ready).
+    /// Otherwise returns `std::noop_coroutine()`. Thread-safe.
+    std::coroutine_handle<> enqueue_and_take_next(detail::resume_item* item) noexcept {
+        if (m_owner.load(std::memory_order_relaxed) != detail::thread_identity()) {
+            enqueue(item);
+            return std::noop_coroutine();
+        }
+        m_ready.push(item);
+        // The budget is set only while run_ready_batch runs: outside it (a timer firing, an
+        // fd event) the queue is left to the batch. Each transfer counts against the batch,
+        // so timers, I/O and other threads' work keep their turn.
+        if (m_batch_budget > 0 && !m_stop_requested.load(std::memory_order_relaxed)) {
+            detail::work_item* next = m_ready.front();
+            if (next->invoke == &detail::resume_item::invoke_resume) {
+                m_ready.pop();
+                --m_batch_budget;
+                return static_cast<detail::resume_item*>(next)->handle;
+            }
+        }
+        return std::noop_coroutine();
+    }
+
     /// Runs `t` to completion on this loop (on the calling thread) and returns its value or
     /// rethrows its exception. This is what `conflux::run` does with a fresh loop.
     template <class T>
@@ -279,12 +303,15 @@ private:
     // Runs ready work, including work it queues, up to a bound, so that other threads' work,
     // timers and I/O get their turn between batches.
     void run_ready_batch() noexcept {
-        for (int budget = 256; budget > 0; --budget) {
+        m_batch_budget = 256;
+        while (m_batch_budget > 0) {
+            --m_batch_budget;
             detail::work_item* item = m_ready.pop();
-            if (!item) return;
+            if (!item) break;
             detail::resume_item::run(item);
-            if (m_stop_requested.load(std::memory_order_relaxed)) return;
+            if (m_stop_requested.load(std::memory_order_relaxed)) break;
         }
+        m_batch_budget = 0;
     }
 
     void fire_due_timers() noexcept {
@@ -316,6 +343,7 @@ private:
     detail::timer_heap m_timers;
     std::unordered_set<void*> m_detached;
     std::exception_ptr m_detached_error;
+    int m_batch_budget = 0; // items the current ready batch may still run; loop thread only
     std::atomic<std::uintptr_t> m_owner{0}; // thread_identity() of the thread in run()
     std::atomic<bool> m_sleeping{false};
     std::atomic<bool> m_stop_requested{false};

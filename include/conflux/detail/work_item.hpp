@@ -41,14 +41,23 @@ struct resume_item : work_item {
 };
 
 /// The awaiter of every `schedule()`: queues a resume item on `Executor` via `enqueue`.
+///
+/// An executor that can hand back the next coroutine to run at once (`enqueue_and_take_next`,
+/// the event loop on its own thread) is resumed into directly by symmetric transfer, instead
+/// of returning to its run loop to pop it.
 template <class Executor>
 class schedule_awaiter {
 public:
     explicit schedule_awaiter(Executor& target) noexcept : m_target(target) {}
     bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) noexcept {
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) noexcept {
         m_item.handle = h;
-        m_target.enqueue(&m_item);
+        if constexpr (requires { m_target.enqueue_and_take_next(&m_item); }) {
+            return m_target.enqueue_and_take_next(&m_item);
+        } else {
+            m_target.enqueue(&m_item);
+            return std::noop_coroutine();
+        }
     }
     void await_resume() const noexcept {}
 
@@ -101,6 +110,9 @@ public:
         }
         m_tail = last;
     }
+
+    /// The oldest item without taking it, or nullptr.
+    work_item* front() const noexcept { return m_head; }
 
     /// The oldest item, or nullptr. Its `next` is left as it was: pushing sets it again.
     work_item* pop() noexcept {
