@@ -63,6 +63,8 @@ public:
         }
         m_short_read_empties = short_read_empties(m_sock.get());
         m_watch = std::make_unique<io_watch>(loop, m_sock.get());
+        m_flush.owner = this;
+        m_flush.invoke = &run_flush;
     }
     ipc_channel_state(const ipc_channel_state&) = delete;
     ipc_channel_state& operator=(const ipc_channel_state&) = delete;
@@ -313,22 +315,59 @@ private:
         schedule_write();
     }
 
+    // Writing is deferred to a flush item on the loop's queue, which runs once the sending
+    // coroutine yields: every message queued meanwhile goes out in the same write. The flush
+    // writes at once while the socket takes the bytes; only a full socket starts the writer
+    // coroutine that waits for space. So a message costs no allocation unless it must wait.
     void schedule_write() {
         if (m_writer_running) return;
         m_writer_running = true;
-        m_loop->detach(writer(shared_from_this()));
+        m_flush_hold = shared_from_this(); // the queued item must not outlive the state
+        m_loop->enqueue(&m_flush);
+    }
+
+    struct flush_item : work_item {
+        ipc_channel_state* owner = nullptr;
+    };
+
+    static void run_flush(work_item* item, work_item::action a) noexcept {
+        auto* self = static_cast<flush_item*>(item)->owner;
+        auto hold = std::move(self->m_flush_hold);
+        if (a == work_item::action::discard) return; // the loop is going away
+        if (self->write_some_now() == write_outcome::would_block) {
+            try {
+                self->m_loop->detach(writer(hold)); // a copy: `hold` outlives a throw
+                return;
+            } catch (...) {
+                self->break_channel(); // no memory for the writer: nothing can be sent
+            }
+        }
+        self->end_writing();
     }
 
     static task<void> writer(std::shared_ptr<ipc_channel_state> s) {
-        // Started from the loop's queue, after the sending coroutine yielded: every message
-        // queued meanwhile goes out in the same write.
-        co_await s->write_all();
-        s->m_writer_running = false;
-        if (s->pending() == 0) wake(s->m_drain_waiters);
-        if (s->m_disconnecting) s->shut();
+        while (s->write_some_now() == write_outcome::would_block) {
+            co_await s->m_watch->writable(std::stop_token());
+        }
+        s->end_writing();
     }
 
-    task<void> write_all() {
+    void end_writing() noexcept {
+        m_writer_running = false;
+        if (pending() == 0) wake(m_drain_waiters);
+        if (m_disconnecting) shut();
+    }
+
+    void break_channel() noexcept {
+        m_broken = true;
+        drop_output();
+    }
+
+    enum class write_outcome { done, would_block };
+
+    /// Writes what is queued until it is all out, the socket is full (would_block) or the
+    /// channel breaks (done, with m_broken set).
+    write_outcome write_some_now() noexcept {
         while (!m_broken && !m_failed) {
             compact();
             if (m_out_pos == m_out.size()) break;
@@ -367,10 +406,7 @@ private:
             const ssize_t n = ::sendmsg(m_sock.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0) {
                 if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    co_await m_watch->writable(std::stop_token());
-                    continue;
-                }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return write_outcome::would_block;
                 m_broken = true; // EPIPE, ECONNRESET: the peer is gone
                 break;
             }
@@ -378,12 +414,16 @@ private:
             m_out_pos += static_cast<std::size_t>(n);
             if (has_room()) wake(m_room_waiters);
         }
-        if (m_broken || m_failed) {
-            m_out.clear();
-            m_out_pos = 0;
-            m_marks.clear();
-            wake(m_room_waiters);
-        }
+        if (m_broken || m_failed) drop_output();
+        return write_outcome::done;
+    }
+
+    // Frees what can no longer be sent, and lets waiting senders see why.
+    void drop_output() noexcept {
+        m_out.clear();
+        m_out_pos = 0;
+        m_marks.clear();
+        wake(m_room_waiters);
     }
 
     void compact() {
@@ -527,7 +567,9 @@ private:
     std::vector<std::byte> m_out;
     std::size_t m_out_pos = 0;
     std::deque<fd_mark> m_marks;
-    bool m_writer_running = false;
+    bool m_writer_running = false; // a flush is queued or the writer coroutine runs
+    flush_item m_flush;
+    std::shared_ptr<ipc_channel_state> m_flush_hold; // this state, while m_flush is queued
     bool m_disconnecting = false;
     bool m_broken = false;
     bool m_shut = false;
