@@ -20,7 +20,8 @@
 namespace conflux {
 
 /// The arguments of a child process (argv[1] on): written as a braced list of strings,
-/// `{"-n", name}`, or made from a `std::vector<std::string>` or any range of string-likes.
+/// `{"-n", name}`, or converted from a `std::vector<std::string>` or any other range of
+/// string-likes (`std::vector<std::string_view>`, `std::array<const char*, N>`...).
 ///
 /// (A braced list of strings converts through the variadic constructor rather than
 /// `std::initializer_list`, whose temporary array GCC 12 cannot keep alive across a
@@ -39,9 +40,8 @@ public:
     requires std::is_convertible_v<std::ranges::range_reference_t<R>, std::string_view> &&
         (!std::same_as<std::remove_cvref_t<R>, std::vector<std::string>>)&&(
             !std::same_as<std::remove_cvref_t<R>,
-                          arguments>)&&(!std::
-                                            is_convertible_v<
-                                                R, std::string_view>)explicit arguments(R&& range) {
+                          arguments>)&&(!std::is_convertible_v<R, std::string_view>)
+            arguments(R&& range) { // NOLINT: implicit
         for (auto&& a : range) m_args.emplace_back(std::string_view(a));
     }
 
