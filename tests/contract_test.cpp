@@ -10,14 +10,17 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -423,6 +426,17 @@ TEST_CASE("contract: exec and exec_file, exec_result, process_error, .check = fa
         std::vector<std::string> args{"x", "y"};
         conflux::exec_result g = co_await conflux::exec_file("/bin/echo", args);
         CHECK(g.out == "x y\n");
+
+        // Standard vocabulary: a std::filesystem::path program, any range of strings as argv.
+        const std::filesystem::path echo = "/bin/echo";
+        const std::vector<std::string_view> views{"p", "q"};
+        conflux::exec_result h = co_await conflux::exec_file(echo, views);
+        CHECK(h.out == "p q\n");
+        conflux::exec_options plain;
+        CHECK((co_await conflux::exec_file(echo, {"r"}, plain)).out == "r\n");
+        conflux::child_process by_path = conflux::spawn(echo, std::array{"s", "t"});
+        CHECK(co_await by_path.out().read_all() == "s t\n");
+        CHECK((co_await by_path.wait()).success());
 
         bool thrown = false;
         try {

@@ -10,7 +10,9 @@
 #include <conflux/detail/child_state.hpp>
 #include <conflux/detail/launch.hpp>
 
+#include <concepts>
 #include <cstddef>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -181,6 +183,14 @@ inline child_process spawn(std::string_view program, const arguments& args = {},
     return child;
 }
 
+/// `spawn` with the program given as a `std::filesystem::path`. (A template, so that a string
+/// literal still picks the `std::string_view` overload instead of being ambiguous.)
+template <std::same_as<std::filesystem::path> Path>
+child_process spawn(const Path& program, const arguments& args = {},
+                    const spawn_options& options = {}) {
+    return spawn(std::string_view(program.native()), args, options);
+}
+
 /// What `exec` and `exec_file` captured.
 struct exec_result {
     std::string out;
@@ -311,6 +321,19 @@ inline task<exec_result> run_exec(std::string label, std::string program,
     std::string label = "exec_file \"" + std::string(program) + "\"";
     return detail::run_exec(std::move(label), std::string(program), std::move(args.list()),
                             std::move(options));
+}
+
+/// `exec_file` with the program given as a `std::filesystem::path`.
+template <std::same_as<std::filesystem::path> Path>
+[[nodiscard]] task<exec_result> exec_file(const Path& program, arguments args,
+                                          exec_options options) {
+    return exec_file(std::string_view(program.native()), std::move(args), std::move(options));
+}
+
+/// `exec_file` with the program given as a `std::filesystem::path`, default options.
+template <std::same_as<std::filesystem::path> Path>
+[[nodiscard]] task<exec_result> exec_file(const Path& program, arguments args = {}) {
+    return exec_file(std::string_view(program.native()), std::move(args), exec_options());
 }
 
 /// Runs `command` through the shell (`.shell -c command`, default /bin/sh) like `exec_file`.
