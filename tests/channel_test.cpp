@@ -3,6 +3,7 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/run.hpp>
 #include <conflux/sleep.hpp>
+#include <conflux/thread_pool.hpp>
 #include <conflux/when_all.hpp>
 #include <conflux/when_any.hpp>
 
@@ -162,6 +163,51 @@ TEST_CASE("channel: ping-pong between two loops on two threads") {
         co_return sum;
     };
     CHECK(conflux::run(body()) == rounds);
+}
+
+TEST_CASE("channel: each waiter resumes on its own executor, never inside the other party") {
+    conflux_test::watchdog dog(10s);
+    conflux::thread_pool pool(1);
+    conflux::channel<int> to_loop(0);
+    conflux::channel<int> to_pool(0);
+    std::atomic<bool> pool_sender_home{false};
+    std::atomic<bool> pool_receiver_home{false};
+    std::atomic<bool> pool_done{false};
+    // On the pool: a sender that waits for the loop's receiver, then a receiver that waits for
+    // a plain thread's send. Each must come back on the pool's thread.
+    auto on_pool = [&]() -> conflux::task<> {
+        co_await pool.schedule();
+        co_await to_loop.send(1);
+        pool_sender_home = pool.running_in_this_thread();
+        auto v = co_await to_pool.receive();
+        pool_receiver_home = pool.running_in_this_thread() && v == 2;
+        pool_done = true;
+    };
+    auto body = [&]() -> conflux::task<> {
+        const auto loop_thread = conflux_test::thread_id();
+        conflux::event_loop* loop = conflux::event_loop::current();
+        conflux::detach(on_pool());
+        co_await conflux::sleep_for(5ms); // the pool's sender is waiting by now, or soon
+        auto v = co_await to_loop.receive();
+        CHECK(v == 1);
+        CHECK(conflux_test::thread_id() == loop_thread);
+
+        // A loop receiver woken by a plain thread's try_send resumes on the loop, not inline in
+        // the sender's call on the sender's thread.
+        std::jthread plain([&] {
+            while (!to_loop.try_send(3)) std::this_thread::yield();
+            while (!to_pool.try_send(2)) std::this_thread::yield();
+        });
+        auto w = co_await to_loop.receive();
+        CHECK(w == 3);
+        CHECK(conflux_test::thread_id() == loop_thread);
+        CHECK(conflux::event_loop::current() == loop);
+        plain.join();
+        while (!pool_done) co_await conflux::sleep_for(1ms);
+    };
+    conflux::run(body());
+    CHECK(pool_sender_home);
+    CHECK(pool_receiver_home);
 }
 
 TEST_CASE("channel: plain threads use the blocking forms") {
