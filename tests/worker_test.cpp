@@ -1,6 +1,7 @@
 #include <conflux/buffer.hpp>
 #include <conflux/channel.hpp>
 #include <conflux/run.hpp>
+#include <conflux/shared_buffer.hpp>
 #include <conflux/sleep.hpp>
 #include <conflux/when_all.hpp>
 #include <conflux/worker.hpp>
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -75,7 +77,8 @@ TEST_CASE("worker: messages both ways, with worker_data") {
     conflux::run(body());
 }
 
-TEST_CASE("worker: everything it posted arrives before the end, buffers stay valid (R48)") {
+TEST_CASE("worker: everything it posted arrives before the end, buffers and shared buffers stay "
+          "valid (R48)") {
     conflux_test::watchdog dog(10s);
     auto body = []() -> conflux::task<> {
         conflux::worker<int, conflux::buffer> w([](auto& parent) -> conflux::task<> {
@@ -93,6 +96,24 @@ TEST_CASE("worker: everything it posted arrives before the end, buffers stay val
         }
         CHECK(received == 50);
         co_await w.join();
+
+        // Shared memory it made and wrote stays mapped and readable once the worker is gone.
+        conflux::worker<int, conflux::shared_buffer> s([](auto& parent) -> conflux::task<> {
+            for (int i = 0; i < 10; ++i) {
+                conflux::shared_buffer memory(4096);
+                memory.view<std::uint32_t>().store(1023, static_cast<std::uint32_t>(i));
+                parent.post(memory);
+            }
+            co_return;
+        });
+        co_await s.join();
+        int shared = 0;
+        while (auto m = co_await s.receive()) {
+            CHECK(m->view<std::uint32_t>().load(1023) == static_cast<std::uint32_t>(shared));
+            CHECK(m->use_count() == 1); // the worker's copies went with it
+            ++shared;
+        }
+        CHECK(shared == 10);
     };
     conflux::run(body());
 }
