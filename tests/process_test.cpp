@@ -1,5 +1,6 @@
 #include <conflux/process.hpp>
 #include <conflux/run.hpp>
+#include <conflux/shared_buffer.hpp>
 #include <conflux/sleep.hpp>
 #include <conflux/when_all.hpp>
 
@@ -9,6 +10,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -761,5 +763,32 @@ TEST_CASE("EMFILE under a low RLIMIT_NOFILE is a clear error, and later spawns w
         }
         auto r = co_await conflux::exec_file(child(), {"exit", "0"});
         CHECK(r.status.success());
+    });
+}
+
+TEST_CASE("a shared_buffer handed to a spawned child as an extra fd: both count into it") {
+    // Issue 5: the same memory reaches a child as an extra descriptor of `spawn`. The child
+    // (the shm_child helper) maps fd 3 with shared_buffer::from_fd and adds n to the counters
+    // while this process adds n too.
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    run([]() -> task<void> {
+        conflux::shared_buffer memory(64);
+        const auto c32 = memory.view<std::uint32_t>(8, 1);
+        const auto c64 = memory.view<std::uint64_t>(16, 1);
+        const std::uint64_t n = 200'000;
+        const std::string helper = (conflux_test::helper_dir() / "conflux_shm_child").string();
+        const spawn_options opts{.stdio = {stdio_spec::ignore(), stdio_spec::inherit(),
+                                           stdio_spec::inherit(),
+                                           stdio_spec::from_fd(memory.fd())}};
+        auto c = conflux::spawn(
+            helper, {"count", "3", std::to_string(memory.size()), std::to_string(n)}, opts);
+        for (std::uint64_t k = 0; k < n; ++k) {
+            c32.add(0, 1);
+            c64.add(0, 1);
+        }
+        CHECK((co_await c.wait()).code() == 0);
+        CHECK(c32.load(0) == 2 * n);
+        CHECK(c64.load(0) == 2 * n);
     });
 }
