@@ -8,6 +8,7 @@
 
 #include "support/test_support.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <functional>
@@ -265,6 +266,64 @@ TEST_CASE("disconnect with an open connection: it is finished, then the worker e
         c.shutdown();
         co_await drain(c);
     }());
+}
+
+TEST_CASE("concurrent disconnects: each worker is disconnected once and exits cleanly (R59)") {
+    conflux_test::watchdog dog(30s);
+    conflux::run([]() -> task<void> {
+        cluster c(serving(2, scheduling::round_robin));
+        c.start();
+        const std::uint16_t port = co_await all_listening(c, 2);
+        CHECK(!(co_await ask(port)).empty());
+        // Every way of asking at once: twice for one worker, once for the other, then the
+        // whole cluster, all before any of them can act.
+        c.disconnect(1);
+        c.disconnect(2);
+        c.disconnect(1);
+        c.shutdown();
+        c.shutdown();
+        std::map<unsigned, int> disconnects;
+        std::map<unsigned, int> exits;
+        int restarts = 0;
+        while (auto e = co_await next(c)) {
+            if (e->what == kind::disconnect) ++disconnects[e->worker];
+            if (e->what == kind::restart) ++restarts;
+            if (e->what == kind::exit) {
+                ++exits[e->worker];
+                CHECK(e->status.code() == std::optional<int>(0));
+            }
+        }
+        CHECK(disconnects == std::map<unsigned, int>{{1, 1}, {2, 1}});
+        CHECK(exits == std::map<unsigned, int>{{1, 1}, {2, 1}});
+        CHECK(restarts == 0);
+        CHECK(c.pid(1) == 0);
+        CHECK(c.pid(2) == 0);
+    }());
+    CHECK(conflux_test::zombie_children().empty());
+}
+
+TEST_CASE("dropping the cluster forces its workers out (R59)") {
+    conflux_test::watchdog dog(30s);
+    std::vector<int> pids;
+    conflux::run([&]() -> task<void> {
+        {
+            cluster c(serving(2, scheduling::shared));
+            c.start();
+            (void)co_await all_listening(c, 2);
+            pids = {c.pid(1), c.pid(2)};
+        } // dropped while both workers serve, without shutdown()
+        // Gone (killed and reaped) while this loop still runs: not merely when the loop's
+        // destruction drops the child handles.
+        auto gone = [&] {
+            return std::all_of(pids.begin(), pids.end(), [](int p) { return ::kill(p, 0) == -1; });
+        };
+        for (int i = 0; i < 500 && !gone(); ++i) co_await conflux::sleep_for(10ms);
+        CHECK(gone());
+    }());
+    REQUIRE(pids.size() == 2);
+    CHECK(pids[0] > 0);
+    CHECK(pids[1] > 0);
+    CHECK(conflux_test::zombie_children().empty());
 }
 
 TEST_CASE("typed messages both ways") {
