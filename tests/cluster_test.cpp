@@ -384,20 +384,24 @@ TEST_CASE("a crash loop is visible and bounded: growing delays, then gave_up") {
     }());
 }
 
-TEST_CASE("SIGTERM to the primary drains the workers and ends the cluster") {
-    conflux_test::watchdog dog(30s);
-    conflux::run([]() -> task<void> {
-        auto options = serving(2, scheduling::shared);
-        options.handle_signals = true;
-        cluster c(options);
-        c.start();
-        (void)co_await all_listening(c, 2);
-        ::kill(::getpid(), SIGTERM);
-        auto s = co_await wait_for(c, [](const worker_event& e) { return e.what == kind::signal; });
-        CHECK(s.signal_number == SIGTERM);
-        auto exits = co_await drain(c);
-        CHECK(exits.size() == 2);
-        for (auto& e : exits) CHECK(e.status.code() == std::optional<int>(0));
-    }());
-    CHECK(conflux_test::zombie_children().empty());
+TEST_CASE("SIGTERM or SIGINT to the primary drains the workers and ends the cluster") {
+    for (const int signal_number : {SIGTERM, SIGINT}) {
+        CAPTURE(signal_number);
+        conflux_test::watchdog dog(30s);
+        conflux::run([signal_number]() -> task<void> {
+            auto options = serving(2, scheduling::shared);
+            options.handle_signals = true;
+            cluster c(options);
+            c.start();
+            (void)co_await all_listening(c, 2);
+            ::kill(::getpid(), signal_number);
+            auto s =
+                co_await wait_for(c, [](const worker_event& e) { return e.what == kind::signal; });
+            CHECK(s.signal_number == signal_number);
+            auto exits = co_await drain(c);
+            CHECK(exits.size() == 2);
+            for (auto& e : exits) CHECK(e.status.code() == std::optional<int>(0));
+        }());
+        CHECK(conflux_test::zombie_children().empty());
+    }
 }
