@@ -709,6 +709,29 @@ TEST_CASE("a killed child dropped as the loop ends is reaped by the loop's destr
     });
 }
 
+TEST_CASE("a detached child that outlives its loop is reaped by a later spawn, not left a zombie") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    pid_t orphan = 0;
+    run([&]() -> task<> {
+        auto c = conflux::spawn(child(), {"sleep", "150"});
+        orphan = c.pid();
+        c.detach();
+        co_return; // the loop, and its watch on the child, end here
+    });
+    CHECK(alive(orphan));
+    // The child exits with nobody watching: it is a zombie until something reaps it.
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (conflux_test::zombie_children() != std::vector<int>{orphan} &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(conflux_test::zombie_children() == std::vector<int>{orphan});
+    // Any later spawn, on any loop, reaps the orphans that have exited.
+    run([]() -> task<> { (void)co_await conflux::exec_file(child(), {"exit", "0"}); });
+    CHECK(conflux_test::zombie_children().empty());
+}
+
 TEST_CASE("wait from another loop's thread") {
     conflux_test::watchdog dog(10s);
     no_leaks probe;

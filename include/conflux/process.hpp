@@ -45,7 +45,9 @@ namespace conflux {
 /// `kill_tree`) and the loop reaps it in the background; with `kill_on_drop = false`, or
 /// after `detach()`, it keeps running and the loop reaps it when it exits. A child still
 /// running when its loop is destroyed is reaped there if it was killed (SIGKILL cannot be
-/// ignored); a detached one that outlives its loop is no longer watched.
+/// ignored); a detached one that outlives its loop joins a process-wide list of orphans,
+/// which the next `spawn` on any thread reaps once they have exited (until then an exited
+/// orphan is a zombie: conflux installs no SIGCHLD handler and starts no thread for it).
 class child_process {
 public:
     child_process() noexcept = default;

@@ -12,6 +12,7 @@
 #include <conflux/detail/epoll.hpp>
 #include <conflux/detail/launch.hpp>
 #include <conflux/detail/loop_wait.hpp>
+#include <conflux/detail/orphans.hpp>
 #include <conflux/detail/spawn.hpp>
 #include <conflux/detail/timer_heap.hpp>
 #include <conflux/detail/unique_fd.hpp>
@@ -88,6 +89,10 @@ public:
                             WEXITED) < 0 &&
                    errno == EINTR) {
             }
+        } else if (!m_status && m_pidfd) {
+            // A child left running (detached, or not killed on drop) outlives its loop: the
+            // process-wide orphan list keeps its pidfd and a later spawn reaps it.
+            orphan_children::instance().adopt(std::move(m_pidfd));
         }
     }
 

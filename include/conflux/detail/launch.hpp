@@ -5,6 +5,7 @@
 // executes the prepared plan (detail/spawn.hpp).
 
 #include <conflux/process_options.hpp>
+#include <conflux/detail/orphans.hpp>
 #include <conflux/detail/spawn.hpp>
 #include <conflux/detail/system_error.hpp>
 #include <conflux/detail/unique_fd.hpp>
@@ -201,6 +202,7 @@ inline const std::string* find_var(const std::vector<std::string>& env, std::str
 /// (before anything is started) and `std::system_error` naming the program for every OS
 /// failure, including the child's failure to exec; nothing leaks on any path.
 inline launched launch(const launch_request& r) {
+    orphan_children::instance().reap_exited();
     // 1. Validation: everything is checked before a descriptor is opened.
     reject_nul(r.program, "the program");
     if (r.program.empty()) throw std::invalid_argument("conflux::spawn: empty program");
