@@ -130,6 +130,60 @@ TEST_CASE_TEMPLATE("Atomics operations per index", T, std::int8_t, std::uint8_t,
     CHECK(waited < 5s);
 }
 
+// Every standard spelling of an integer is an element, not only the <cstdint> aliases: on
+// x86-64 Linux std::int64_t is long, so long long needs its own admission.
+static_assert(conflux::atomic_element<long long> && conflux::atomic_element<unsigned long long>);
+static_assert(conflux::atomic_element<long> && conflux::atomic_element<unsigned long>);
+static_assert(conflux::atomic_element<short> && conflux::atomic_element<unsigned int>);
+static_assert(conflux::atomic_element<signed char> && conflux::atomic_element<unsigned char>);
+static_assert(!conflux::atomic_element<bool> && !conflux::atomic_element<char>);
+static_assert(!conflux::atomic_element<wchar_t> && !conflux::atomic_element<char8_t>);
+static_assert(!conflux::atomic_element<char16_t> && !conflux::atomic_element<char32_t>);
+static_assert(!conflux::atomic_element<const int> && !conflux::atomic_element<volatile long>);
+static_assert(!conflux::atomic_element<float> && !conflux::atomic_element<std::int32_t*>);
+
+TEST_CASE_TEMPLATE("long long views: add, compare_exchange, wait and notify", T, long long,
+                   unsigned long long) {
+    static_assert(std::atomic_ref<T>::is_always_lock_free);
+    conflux_test::watchdog dog(20s);
+    conflux::shared_buffer memory(64);
+    const auto whole = memory.view<T>();
+    CHECK(whole.size() == 64 / sizeof(T));
+    const auto v = memory.view<T>(16, 2);
+    REQUIRE(v.size() == 2);
+
+    CHECK(v.add(0, T(40)) == T(0));
+    CHECK(v.add(0, T(2)) == T(40));
+    CHECK(v.load(0) == T(42));
+    CHECK(whole.load(2) == T(42)); // the same element through the other view
+    const T big = std::numeric_limits<T>::max() - T(1);
+    CHECK(v.compare_exchange(0, T(41), big) == T(42)); // expected differs: no store
+    CHECK(v.load(0) == T(42));
+    CHECK(v.compare_exchange(0, T(42), big) == T(42));
+    CHECK(v.load(0) == big);
+    CHECK(v.add(0, T(2)) == big); // wraps
+    CHECK(v.load(0) == std::numeric_limits<T>::min());
+
+    // A waiter blocked on element 1 is woken by a store to its high half and a notify.
+    v.store(1, T(7));
+    CHECK(v.wait(1, T(8), 1s) == wait_result::not_equal);
+    std::atomic<pid_t> tid{0};
+    std::atomic<int> result{-1};
+    std::thread waiter([&] {
+        tid.store(this_tid());
+        result.store(static_cast<int>(v.wait(1, T(7), 10s)));
+    });
+    while (tid.load() == 0) std::this_thread::yield();
+    await_asleep(tid.load());
+    CHECK(result.load() == -1);
+    CHECK(v.notify(0) == 0); // the neighbour element has no waiter
+    v.store(1, static_cast<T>((T(1) << 32) | T(7)));
+    CHECK(v.notify(1) == 1);
+    waiter.join();
+    CHECK(result.load() == static_cast<int>(wait_result::ok));
+    CHECK(v.notify(1) == 0);
+}
+
 TEST_CASE("exact counters from several threads") {
     conflux_test::watchdog dog(20s);
     conflux::shared_buffer memory(64);

@@ -21,12 +21,17 @@ namespace conflux {
 class shared_buffer;
 
 /// The element types of `atomic_view`: the integers Node's integer typed arrays hold
-/// (`Int8Array` ... `BigUint64Array`).
+/// (`Int8Array` ... `BigUint64Array`), under any of their standard names — every standard
+/// signed or unsigned integer type of 1, 2, 4 or 8 bytes, so `long long` and `long` are both
+/// accepted where `std::int64_t` names only one of them. Not `bool`, and not the character
+/// types (`char`, `wchar_t`, `char8_t`, `char16_t`, `char32_t`): they hold text, not numbers
+/// (plain `char` does not even fix its signedness); use `signed char` / `unsigned char`
+/// (`std::int8_t` / `std::uint8_t`) for bytes. cv-qualified types are not elements either.
 template <class T>
-concept atomic_element = std::same_as<T, std::int8_t> || std::same_as<T, std::uint8_t> ||
-    std::same_as<T, std::int16_t> || std::same_as<T, std::uint16_t> ||
-    std::same_as<T, std::int32_t> || std::same_as<T, std::uint32_t> ||
-    std::same_as<T, std::int64_t> || std::same_as<T, std::uint64_t>;
+concept atomic_element = std::same_as<T, signed char> || std::same_as<T, unsigned char> ||
+    std::same_as<T, short> || std::same_as<T, unsigned short> || std::same_as<T, int> ||
+    std::same_as<T, unsigned int> || std::same_as<T, long> || std::same_as<T, unsigned long> ||
+    std::same_as<T, long long> || std::same_as<T, unsigned long long>;
 
 /// A typed window of `T` elements onto a `shared_buffer`, with the operations of JavaScript's
 /// `Atomics` per index — `Atomics.add(ta, i, v)` is `view.add(i, v)`. Thread-safe, and
@@ -46,6 +51,12 @@ concept atomic_element = std::same_as<T, std::int8_t> || std::same_as<T, std::ui
 /// ```
 template <atomic_element T>
 class atomic_view {
+    // The waits take an element to fill 1, 2 or 4 bytes of one 32-bit futex word, or exactly
+    // two words (true of every standard integer type on Linux's ABIs).
+    static_assert(sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8,
+                  "conflux::atomic_view supports elements of 1, 2, 4 or 8 bytes");
+    // Lock-free is what makes the operations safe between processes: a lock would live in
+    // this process only.
     static_assert(std::atomic_ref<T>::is_always_lock_free,
                   "conflux::atomic_view needs lock-free atomics of this width");
 
