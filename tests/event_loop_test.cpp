@@ -79,18 +79,24 @@ TEST_CASE("stop() from another thread ends a busy loop promptly") {
         void operator()() const { loop->post(spinner{loop}); }
     };
     loop.post(spinner{&loop});
-    std::atomic<bool> stopped{false};
-    auto start = clock_type::now();
+    clock_type::time_point stop_called; // written before stop(), read after join()
     std::thread stopper([&] {
         std::this_thread::sleep_for(50ms);
+        stop_called = clock_type::now();
         loop.stop();
-        stopped = true;
     });
     loop.run();
-    auto elapsed = clock_type::now() - start;
+    const auto returned = clock_type::now();
     stopper.join();
-    CHECK(stopped);
-    CHECK(elapsed < 5s);
+    const auto took = returned - stop_called;
+    INFO("run() returned ", std::chrono::duration<double, std::milli>(took).count(),
+         " ms after stop()");
+    // Returning before stop() was called would mean run() gave up on ready work by itself.
+    CHECK(took >= 0ms);
+    // R62 asks for < 100 ms; unloaded it is microseconds (one batch of spinner items). 1 s
+    // holds under ASan/TSan on a loaded 2-core CI machine and still catches a loop that
+    // never looks at its stop flag while work is ready.
+    CHECK(took < 1s);
 }
 
 TEST_CASE("a stopped loop keeps posted work for the next run; destruction discards it") {
