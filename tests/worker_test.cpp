@@ -35,8 +35,15 @@ struct weird_failure {
     int code;
 };
 
-struct what_throws : std::exception {
-    const char* what() const noexcept override { return "what_throws"; }
+// R44 lists "an exception whose what() throws", which C++ cannot express: what() is noexcept,
+// so a throw inside it is std::terminate wherever it is called. What the case guards against
+// is a worker that needs what() to hand an exception over. This one's what() is unusable (a
+// null pointer: building a message from it would throw or crash), so it comes back intact only
+// if the worker passes the exception object itself.
+struct null_what : std::exception {
+    explicit null_what(int c) : code(c) {}
+    const char* what() const noexcept override { return nullptr; }
+    int code;
 };
 
 std::string thread_names() {
@@ -118,7 +125,8 @@ TEST_CASE("worker: everything it posted arrives before the end, buffers and shar
     conflux::run(body());
 }
 
-TEST_CASE("worker: join rethrows the body's exception with its type and message (R44)") {
+TEST_CASE("worker: join rethrows the body's exception as itself, or as worker_error when it is "
+          "not a std::exception (R44)") {
     conflux_test::watchdog dog(10s);
     auto body = []() -> conflux::task<> {
         conflux::worker<int> a([](auto&) -> conflux::task<> {
@@ -135,10 +143,16 @@ TEST_CASE("worker: join rethrows the body's exception with its type and message 
                              conflux::worker_error);
 
         conflux::worker<int> c([](auto&) -> conflux::task<> {
-            throw what_throws{};
+            throw null_what{11};
             co_return;
         });
-        CHECK_THROWS_AS(co_await c.join(), what_throws);
+        int code = 0;
+        try {
+            co_await c.join();
+        } catch (const null_what& e) {
+            code = e.code; // the very object thrown, with its own type and state
+        }
+        CHECK(code == 11);
 
         conflux::worker<int> d([](auto&) -> conflux::task<> {
             throw 42;
