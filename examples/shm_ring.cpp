@@ -1,23 +1,25 @@
 // A lock-free single-producer single-consumer ring buffer in a conflux::shared_buffer, shared
 // between this process and a child process (this same program, re-run with "consumer").
 // Both sides sleep in atomic_view::wait when the ring is empty or full and wake each other
-// with notify: the futex behind them is shared, so it works across processes.
+// with notify: the futex behind them is shared, so it works across processes. The parent
+// starts the child with conflux::spawn, handing it the memory as its descriptor 3.
 //
 //   example_shm_ring                 producer: starts the consumer and sends it the numbers
 //   example_shm_ring consumer FD N   consumer: maps the ring from FD, sums N numbers
 
+#include <conflux/process.hpp>
+#include <conflux/run.hpp>
 #include <conflux/shared_buffer.hpp>
+#include <conflux/spawn_thread.hpp>
+#include <conflux/task.hpp>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char** environ;
 
 namespace {
 
@@ -78,41 +80,34 @@ int consumer(int fd, std::uint64_t n) {
     return 0;
 }
 
-int producer(std::uint64_t n) {
+conflux::task<int> producer(std::uint64_t n) {
     const conflux::shared_buffer memory(ring_bytes);
     const ring r(memory);
 
-    // The child inherits a duplicate of the memfd (the buffer's own is close-on-exec).
-    const int child_fd = memory.fd() == 3 ? 4 : 3;
-    const std::string fd_arg = std::to_string(child_fd);
-    const std::string n_arg = std::to_string(n);
-    char self[] = "/proc/self/exe";
-    char role[] = "consumer";
-    char* argv[] = {self, role, const_cast<char*>(fd_arg.c_str()), const_cast<char*>(n_arg.c_str()),
-                    nullptr};
-    posix_spawn_file_actions_t actions;
-    ::posix_spawn_file_actions_init(&actions);
-    ::posix_spawn_file_actions_adddup2(&actions, memory.fd(), child_fd);
-    pid_t child = -1;
-    const int err = ::posix_spawn(&child, self, &actions, nullptr, argv, environ);
-    ::posix_spawn_file_actions_destroy(&actions);
-    if (err != 0) {
-        std::fprintf(stderr, "posix_spawn: error %d\n", err);
-        return 1;
-    }
+    // The buffer's own descriptor is close-on-exec; from_fd gives the child a duplicate of it
+    // as its fd 3, and the command line says which fd and how many numbers to expect. The
+    // consumer prints to our stdout, so 0-2 are inherited instead of piped.
+    using conflux::stdio_spec;
+    conflux::child_process child = conflux::spawn(
+        std::filesystem::path("/proc/self/exe"), {"consumer", "3", std::to_string(n)},
+        {.stdio = {stdio_spec::inherit(), stdio_spec::inherit(), stdio_spec::inherit(),
+                   stdio_spec::from_fd(memory.fd())}});
 
-    std::uint64_t sum = 0;
-    for (std::uint64_t i = 0; i < n; ++i) {
-        r.push(i * 3);
-        sum += i * 3;
-    }
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    // push sleeps in atomic_view::wait while the ring is full, which would stall this event
+    // loop (and with it the watch on the child's exit): produce on a thread of its own.
+    const std::uint64_t sum = co_await conflux::spawn_thread([&r, n] {
+        std::uint64_t total = 0;
+        for (std::uint64_t i = 0; i < n; ++i) {
+            r.push(i * 3);
+            total += i * 3;
+        }
+        return total;
+    });
+    const conflux::exit_status status = co_await child.wait();
     std::printf("producer: sent %llu numbers, sum %llu; consumer %s\n",
                 static_cast<unsigned long long>(n), static_cast<unsigned long long>(sum),
-                ok ? "agreed" : "failed");
-    return ok ? 0 : 1;
+                status.success() ? "agreed" : status.to_string().c_str());
+    co_return status.success() ? 0 : 1;
 }
 
 } // namespace
@@ -121,5 +116,5 @@ int main(int argc, char** argv) {
     if (argc == 4 && std::string(argv[1]) == "consumer") {
         return consumer(std::atoi(argv[2]), std::strtoull(argv[3], nullptr, 10));
     }
-    return producer(200'000);
+    return conflux::run(producer(200'000));
 }

@@ -67,8 +67,8 @@ public:
 
     /// The memfd behind the buffer (close-on-exec; owned by the buffer, do not close it), or
     /// -1 for an empty buffer. To hand the memory to a child, make the child inherit a
-    /// duplicate of it (for example with `posix_spawn_file_actions_adddup2`) and pass the
-    /// number and `size()`; the child calls `from_fd`.
+    /// duplicate of it (with `conflux::spawn`, `stdio_spec::from_fd(fd())` at the number it
+    /// should have) and pass the number and `size()`; the child calls `from_fd`.
     int fd() const noexcept { return m_mapping ? m_mapping->fd() : -1; }
 
     /// How many `shared_buffer`s and `atomic_view`s share this memory in this process.
