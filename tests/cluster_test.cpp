@@ -397,6 +397,37 @@ TEST_CASE("a crash loop is visible and bounded: growing delays, then gave_up") {
     }());
 }
 
+TEST_CASE("the restart back-off doubles up to max_delay and stays there") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        cluster c(
+            {.workers = 1,
+             .program = worker_program(),
+             .args = std::vector<std::string>{"crash", "3"},
+             .restart = {.initial_delay = 10ms, .max_delay = 35ms, .max_consecutive_failures = 6},
+             .handle_signals = false});
+        const auto start = std::chrono::steady_clock::now();
+        c.start();
+        std::vector<std::chrono::milliseconds> delays;
+        for (;;) {
+            auto e = co_await next(c);
+            REQUIRE(e);
+            if (e->what == kind::restart) delays.push_back(e->delay);
+            if (e->what == kind::gave_up) break;
+        }
+        const auto took = std::chrono::steady_clock::now() - start;
+        // 10, 20, then 40 and on capped to 35 (uncapped: 40, 80, 160, 320).
+        CHECK(delays == std::vector<std::chrono::milliseconds>{10ms, 20ms, 35ms, 35ms, 35ms, 35ms});
+        // The delays reported are the ones slept: every restart waited its delay out (timers
+        // never fire early), so the crash loop cannot have ended sooner than their sum.
+        std::chrono::milliseconds total{0};
+        for (auto d : delays) total += d;
+        CHECK(took >= total);
+        c.shutdown();
+        co_await drain(c);
+    }());
+}
+
 TEST_CASE("SIGTERM or SIGINT to the primary drains the workers and ends the cluster") {
     for (const int signal_number : {SIGTERM, SIGINT}) {
         CAPTURE(signal_number);
