@@ -7,11 +7,16 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <exception>
 #include <memory>
 #include <stdexcept>
 #include <stop_token>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -318,6 +323,172 @@ TEST_CASE("the loop releases its descriptors and threads") {
     }
     CHECK(conflux_test::open_fds() == fds);
     CHECK(conflux_test::thread_count() == threads);
+}
+
+TEST_CASE("a loop that only runs ready work opens no descriptor") {
+    // A short-lived worker's loop never sleeps nor watches an fd: its reactor is never made.
+    const auto before = conflux_test::open_fds();
+    std::vector<std::string> during;
+    {
+        conflux::event_loop loop;
+        // Enough work queued by work to fill many batches, so the loop's periodic look at
+        // I/O between batches is made too.
+        int left = 20000;
+        struct step {
+            conflux::event_loop* loop;
+            int* left;
+            std::vector<std::string>* during;
+            void operator()() const {
+                if (--*left > 0) {
+                    loop->post(step{loop, left, during});
+                } else {
+                    *during = conflux_test::open_fds();
+                    loop->stop();
+                }
+            }
+        };
+        loop.post(step{&loop, &left, &during});
+        loop.run();
+        CHECK(left == 0);
+    }
+    CHECK(during == before);
+    std::vector<std::string> in_task;
+    conflux::run([](std::vector<std::string>& out) -> conflux::task<> {
+        co_await conflux::event_loop::current()->schedule();
+        out = conflux_test::open_fds();
+    }(in_task));
+    CHECK(in_task == before);
+}
+
+TEST_CASE("a post or stop from another thread wakes a loop asleep for the first time") {
+    conflux_test::watchdog dog(5s);
+    // The loop creates its reactor as it first goes to sleep: a post or a stop made once it
+    // sleeps must reach it through that reactor (the watchdog ends the test otherwise).
+    for (const bool by_stop : {false, true}) {
+        CAPTURE(by_stop);
+        conflux::event_loop loop;
+        std::atomic<bool> idle{false};
+        std::atomic<bool> ran{false};
+        loop.post([&] { idle = true; });
+        std::thread runner([&] { loop.run(); });
+        while (!idle) std::this_thread::yield();
+        std::this_thread::sleep_for(20ms); // asleep in epoll by now
+        const auto start = clock_type::now();
+        if (by_stop) {
+            loop.stop();
+        } else {
+            loop.post([&] {
+                ran = true;
+                loop.stop();
+            });
+        }
+        runner.join();
+        CHECK(clock_type::now() - start < 2s);
+        CHECK(ran == !by_stop);
+    }
+}
+
+TEST_CASE("posts and stops racing a fresh loop's first sleep are never lost") {
+    conflux_test::watchdog dog(10s);
+    const int rounds = std::max(8, static_cast<int>(400 * conflux_test::stress_scale()));
+    for (int i = 0; i < rounds; ++i) {
+        conflux::event_loop loop;
+        std::atomic<bool> ran{false};
+        std::thread runner([&] { loop.run(); });
+        // Now, soon, or once it is likely asleep: the request meets the loop before, during
+        // and after it creates its reactor.
+        if (i % 3 == 1) std::this_thread::sleep_for(std::chrono::microseconds(50));
+        if (i % 3 == 2) std::this_thread::sleep_for(1ms);
+        if (i % 2 == 0) {
+            loop.post([&] {
+                ran = true;
+                loop.stop();
+            });
+        } else {
+            loop.stop();
+        }
+        runner.join();
+        if (i % 2 == 0) REQUIRE(ran);
+    }
+}
+
+TEST_CASE("a loop that cannot open its reactor fails where it needed it, and recovers") {
+    conflux_test::watchdog dog(10s);
+    conflux_test::meet_error_types_before_emfile();
+    const auto fds = conflux_test::open_fds();
+    {
+        pipe_pair p;
+        conflux::event_loop loop;
+        bool ran_ready = false;
+        std::exception_ptr ready_error;
+        std::exception_ptr sleep_error;
+        std::exception_ptr watch_error;
+        {
+            // Fill the descriptor table (this test runs on one thread, nothing else opens
+            // any meanwhile).
+            rlimit old{};
+            REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+            int highest = 0;
+            for (const auto& entry : conflux_test::open_fds()) {
+                highest = std::max(highest, std::atoi(entry.c_str()));
+            }
+            rlimit low = old;
+            low.rlim_cur = static_cast<rlim_t>(highest + 3);
+            REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+            std::vector<int> fillers;
+            for (;;) {
+                const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (fd < 0) break;
+                fillers.push_back(fd);
+            }
+            // Ready work needs no descriptor.
+            loop.post([&] {
+                ran_ready = true;
+                loop.stop();
+            });
+            try {
+                loop.run();
+            } catch (...) {
+                ready_error = std::current_exception();
+            }
+            // Sleeping does: run() throws.
+            try {
+                loop.run();
+            } catch (...) {
+                sleep_error = std::current_exception();
+            }
+            // So does watching an fd.
+            try {
+                conflux::detail::io_watch watch(loop, p.read_end);
+            } catch (...) {
+                watch_error = std::current_exception();
+            }
+            // Errors are looked at only once descriptors are free again: UBSan's vptr check
+            // needs a pipe of its own, and doctest opens files to report.
+            for (int fd : fillers) ::close(fd);
+            ::setrlimit(RLIMIT_NOFILE, &old);
+        }
+        CHECK(ran_ready);
+        CHECK_FALSE(ready_error);
+        for (const auto& error : {sleep_error, watch_error}) {
+            REQUIRE(error);
+            try {
+                std::rethrow_exception(error);
+            } catch (const std::system_error& e) {
+                CHECK_MESSAGE(e.code().value() == EMFILE, e.what());
+                CHECK_MESSAGE(std::string(e.what()).find("epoll_create1") != std::string::npos,
+                              e.what());
+            }
+        }
+        // The same loop sleeps and watches once descriptors are there.
+        auto slept = loop.run_until_complete([](int fd) -> conflux::task<bool> {
+            conflux::detail::io_watch watch(*conflux::event_loop::current(), fd);
+            co_await conflux::sleep_for(1ms);
+            co_return true;
+        }(p.read_end));
+        CHECK(slept);
+    }
+    CHECK(conflux_test::open_fds() == fds);
 }
 
 TEST_CASE("a stop request racing the loop's destruction touches no freed frame") {

@@ -37,7 +37,9 @@ struct loop_access;
 } // namespace detail
 
 /// A single-threaded event loop: a queue of ready coroutines, a timer heap and an epoll
-/// reactor for fd readiness, all served by the one thread inside `run()`.
+/// reactor for fd readiness, all served by the one thread inside `run()`. The reactor's
+/// descriptors are opened when the loop first sleeps or watches an fd: a loop that only
+/// runs ready work (a short-lived worker's) opens none.
 ///
 /// `post` and `schedule` may be used from any thread; everything else that touches the
 /// loop's state (streams, child processes, timers) belongs to the loop's thread. An event
@@ -104,7 +106,8 @@ public:
                 // timers and I/O every so often.
                 if (++batches % 16 == 0) {
                     fire_due_timers();
-                    m_reactor.wait(std::optional<std::chrono::nanoseconds>(0));
+                    // Without a reactor no fd is watched: nothing can be ready.
+                    if (m_reactor) m_reactor->wait(std::optional<std::chrono::nanoseconds>(0));
                 }
                 continue;
             }
@@ -126,8 +129,14 @@ public:
             return;
         }
         foreign_call guard(*this);
-        m_stop_requested.store(true, std::memory_order_release);
-        m_reactor.wake();
+        // The same handshake as enqueue's, with the loop's load of `m_stop_requested` after
+        // it announces its sleep: seq_cst store and exchange, so that either the loop sees
+        // the request or we see it asleep and wake it. A loop that is not asleep has
+        // perhaps no reactor to wake.
+        m_stop_requested.store(true, std::memory_order_seq_cst);
+        if (m_sleeping.exchange(false, std::memory_order_seq_cst)) {
+            m_reactor->wake();
+        }
     }
 
     /// Runs `f` on the loop's thread. Thread-safe; allocates once to hold `f`.
@@ -171,9 +180,10 @@ public:
         m_remote.push(item);
         // seq_cst exchange pairs with the loop's store of `m_sleeping` before it re-checks
         // the remote queue: either the loop sees this item, or we see it asleep and wake it.
-        // The eventfd is written only when the loop is (about to be) asleep.
+        // The eventfd is written only when the loop is (about to be) asleep, and so only
+        // once the loop has created its reactor (see sleep_until_work).
         if (m_sleeping.exchange(false, std::memory_order_seq_cst)) {
-            m_reactor.wake();
+            m_reactor->wake();
         }
     }
 
@@ -323,7 +333,20 @@ private:
         }
     }
 
+    // The reactor, created on first need. Only the loop's thread calls this; other threads
+    // reach the reactor only after seeing `m_sleeping` set, which the loop does after
+    // creating it.
+    detail::epoll_reactor& reactor() {
+        if (!m_reactor) m_reactor.emplace();
+        return *m_reactor;
+    }
+
     void sleep_until_work() {
+        // Before announcing the sleep: the seq_cst store of `m_sleeping` (a release)
+        // publishes the reactor to the thread whose exchange sees it set and writes the
+        // eventfd. A failure (EMFILE) leaves `m_sleeping` clear and leaves run() by
+        // std::system_error.
+        detail::epoll_reactor& r = reactor();
         std::optional<std::chrono::nanoseconds> timeout;
         if (!m_timers.empty()) {
             timeout = m_timers.top()->deadline - std::chrono::steady_clock::now();
@@ -333,11 +356,13 @@ private:
             m_sleeping.store(false, std::memory_order_relaxed);
             return;
         }
-        m_reactor.wait(timeout);
+        r.wait(timeout);
         m_sleeping.store(false, std::memory_order_relaxed);
     }
 
-    detail::epoll_reactor m_reactor;
+    // Empty until the loop first sleeps or watches an fd; never reset before destruction,
+    // so another thread that saw it created may use it until its foreign_call ends.
+    std::optional<detail::epoll_reactor> m_reactor;
     detail::work_queue m_ready;
     detail::mpsc_stack m_remote;
     detail::timer_heap m_timers;
@@ -355,13 +380,19 @@ static_assert(executor<event_loop>);
 
 namespace detail {
 
-/// The loop internals that other layers of conflux use (timers, the reactor).
+/// The loop internals that other layers of conflux use (timers, the reactor), from the
+/// thread that runs the loop (or owns it while it does not run).
 struct loop_access {
     static void add_timer(event_loop& loop, timer_entry* entry) { loop.m_timers.push(entry); }
     static void remove_timer(event_loop& loop, timer_entry* entry) noexcept {
         loop.m_timers.remove(entry);
     }
-    static epoll_reactor& reactor(event_loop& loop) noexcept { return loop.m_reactor; }
+    /// The loop's reactor, created on first use. Throws `std::system_error` when the kernel
+    /// refuses its descriptors (EMFILE).
+    static epoll_reactor& reactor(event_loop& loop) { return loop.reactor(); }
+    /// The reactor of a loop that an fd was registered with (by `reactor(loop).add`), for
+    /// the paths that cannot throw: it exists from that registration on.
+    static epoll_reactor& registered_reactor(event_loop& loop) noexcept { return *loop.m_reactor; }
 };
 
 /// The loop running on this thread; throws a clear error naming `operation` if there is none.

@@ -80,7 +80,7 @@ public:
         m_stop_callback.reset();
         loop_access::remove_timer(*m_loop, &m_timeout);
         loop_access::remove_timer(*m_loop, &m_grace);
-        if (m_registered) loop_access::reactor(*m_loop).remove(m_pidfd.get());
+        if (m_registered) loop_access::registered_reactor(*m_loop).remove(m_pidfd.get());
         if (!m_status && m_pidfd && m_sigkilled) {
             // The loop is going away with a killed child not reaped yet: SIGKILL cannot be
             // ignored, so this wait is short, and it leaves no zombie behind.
@@ -247,7 +247,7 @@ private:
         } else {
             m_status = exit_status::killed(info.si_status, info.si_code == CLD_DUMPED);
         }
-        loop_access::reactor(*m_loop).remove(m_pidfd.get());
+        loop_access::registered_reactor(*m_loop).remove(m_pidfd.get());
         m_registered = false;
         m_pidfd.reset();
         loop_access::remove_timer(*m_loop, &m_timeout);

@@ -34,7 +34,7 @@ public:
     }
     io_watch(const io_watch&) = delete;
     io_watch& operator=(const io_watch&) = delete;
-    ~io_watch() { loop_access::reactor(*m_loop).remove(m_fd); }
+    ~io_watch() { loop_access::registered_reactor(*m_loop).remove(m_fd); }
 
     event_loop& loop() const noexcept { return *m_loop; }
     int fd() const noexcept { return m_fd; }
@@ -68,7 +68,7 @@ public:
             if (m_dir == direction::write && !m_watch.m_write_armed) {
                 // Modifying an edge-triggered registration reports the fd's current state,
                 // so space that is already there is not missed.
-                loop_access::reactor(*m_watch.m_loop)
+                loop_access::registered_reactor(*m_watch.m_loop)
                     .modify(m_watch.m_fd, write_interest, &m_watch);
                 m_watch.m_write_armed = true;
             }
@@ -120,7 +120,8 @@ private:
             const bool writer_waited = self->m_writer != nullptr;
             wake(self->m_writer, self->m_write_ready);
             if (!writer_waited && self->m_write_armed &&
-                loop_access::reactor(*self->m_loop).try_modify(self->m_fd, read_interest, self)) {
+                loop_access::registered_reactor(*self->m_loop)
+                    .try_modify(self->m_fd, read_interest, self)) {
                 self->m_write_armed = false;
             }
         }
