@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 #include <conflux/detail/async_waiters.hpp>
 #include <conflux/detail/atomic_wait.hpp>
 #include <conflux/detail/memfd.hpp>

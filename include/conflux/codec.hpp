@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 #include <conflux/error.hpp>
 #include <conflux/detail/codec_aggregate.hpp>
 #include <conflux/detail/unique_fd.hpp>

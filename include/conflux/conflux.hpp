@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 /// The whole public API of conflux. See docs/ for a guide per feature.
 
 #include <conflux/atomic_view.hpp>

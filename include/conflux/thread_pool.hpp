@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 #include <conflux/executor.hpp>
 #include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/work_item.hpp>

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 /// conflux's version. CMakeLists.txt holds the same number and refuses to configure when the
 /// two disagree, so these macros can be trusted in preprocessor checks.
 
