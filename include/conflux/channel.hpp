@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 #include <conflux/buffer.hpp>
 #include <conflux/error.hpp>
 #include <conflux/executor.hpp>
