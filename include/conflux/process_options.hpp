@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 #include <chrono>
 #include <concepts>
 #include <csignal>
