@@ -34,6 +34,17 @@ namespace detail {
     return *opaque_address(&slot);
 }
 struct loop_access;
+
+/// Something that lives on a loop's thread and must let go of the loop before it is
+/// destroyed (a child process's pidfd watch, timers and pipes): the loop calls `on_close`
+/// once, in its destructor, after the frames of its detached tasks are gone and while its
+/// reactor and timer heap still exist. Linked and unlinked on the loop's thread only.
+struct loop_close_hook {
+    void (*on_close)(loop_close_hook* self) noexcept = nullptr;
+    loop_close_hook* prev = nullptr;
+    loop_close_hook* next = nullptr;
+    bool linked = false;
+};
 } // namespace detail
 
 /// A single-threaded event loop: a queue of ready coroutines, a timer heap and an epoll
@@ -48,7 +59,10 @@ struct loop_access;
 /// Shutdown: a stopped loop keeps what was posted to it and runs it at the next `run()`.
 /// Destroying the loop destroys the frames of its detached tasks still suspended (each
 /// exactly once, with the tasks they await), and releases queued work without running it.
-/// Posting to a loop that is being or has been destroyed is undefined.
+/// A task detached while that happens (by a destructor in one of those frames) is destroyed
+/// at once, never started. Objects still bound to the loop (a `child_process` handle kept
+/// beyond it) are told to let go of it. Posting to a loop that is being or has been
+/// destroyed from another thread is undefined.
 class event_loop {
 public:
     event_loop() = default;
@@ -56,6 +70,7 @@ public:
     event_loop& operator=(const event_loop&) = delete;
 
     ~event_loop() {
+        m_closing = true;
         // A thread that queued the work that led here may still be inside enqueue() or
         // stop(), about to wake us: let it leave before the members go.
         while (m_foreign_callers.load(std::memory_order_seq_cst) != 0) {
@@ -69,6 +84,12 @@ public:
         // that are still alive.
         for (void* address : std::exchange(m_detached, {})) {
             std::coroutine_handle<>::from_address(address).destroy();
+        }
+        // What outlives the frames (handles the user kept) lets go of the loop while its
+        // reactor and timers still exist.
+        while (detail::loop_close_hook* hook = m_close_hooks) {
+            unlink_close_hook(hook);
+            hook->on_close(hook);
         }
         // Whatever that queued (a stop callback racing on another thread, which each frame's
         // destruction waited for) lives in freed frames: forget it without touching it.
@@ -162,6 +183,9 @@ public:
     /// the loop is destroyed. An exception escaping it stops the loop and is rethrown by
     /// `run()`. Thread-safe.
     void detach(task<void> t) {
+        // A destructor running in one of the frames the loop's own destruction destroys (a
+        // dropped child_process starting its reaper): nothing will run it, so it ends here.
+        if (m_closing) return;
         auto* start = new detached_start(std::move(t), *this);
         enqueue(start);
     }
@@ -366,8 +390,30 @@ private:
     detail::work_queue m_ready;
     detail::mpsc_stack m_remote;
     detail::timer_heap m_timers;
+    void link_close_hook(detail::loop_close_hook* hook) noexcept {
+        hook->prev = nullptr;
+        hook->next = m_close_hooks;
+        if (m_close_hooks) m_close_hooks->prev = hook;
+        m_close_hooks = hook;
+        hook->linked = true;
+    }
+
+    void unlink_close_hook(detail::loop_close_hook* hook) noexcept {
+        if (!hook->linked) return;
+        if (hook->prev) {
+            hook->prev->next = hook->next;
+        } else {
+            m_close_hooks = hook->next;
+        }
+        if (hook->next) hook->next->prev = hook->prev;
+        hook->prev = hook->next = nullptr;
+        hook->linked = false;
+    }
+
     std::unordered_set<void*> m_detached;
     std::exception_ptr m_detached_error;
+    detail::loop_close_hook* m_close_hooks = nullptr;
+    bool m_closing = false; // set for the whole of the destructor; loop thread only
     int m_batch_budget = 0; // items the current ready batch may still run; loop thread only
     std::atomic<std::uintptr_t> m_owner{0}; // thread_identity() of the thread in run()
     std::atomic<bool> m_sleeping{false};
@@ -393,6 +439,13 @@ struct loop_access {
     /// The reactor of a loop that an fd was registered with (by `reactor(loop).add`), for
     /// the paths that cannot throw: it exists from that registration on.
     static epoll_reactor& registered_reactor(event_loop& loop) noexcept { return *loop.m_reactor; }
+    /// Asks the loop to call `hook->on_close` when it is destroyed (unless unlinked first).
+    static void add_close_hook(event_loop& loop, loop_close_hook* hook) noexcept {
+        loop.link_close_hook(hook);
+    }
+    static void remove_close_hook(event_loop& loop, loop_close_hook* hook) noexcept {
+        loop.unlink_close_hook(hook);
+    }
 };
 
 /// The loop running on this thread; throws a clear error naming `operation` if there is none.

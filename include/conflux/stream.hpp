@@ -24,6 +24,8 @@ namespace conflux {
 
 namespace detail {
 
+struct stream_access;
+
 /// What the readable and writable streams share: an owned non-blocking fd watched on a loop.
 class stream_base {
 public:
@@ -47,6 +49,13 @@ public:
     }
 
 protected:
+    // Closes whatever is pending: for an owner whose event loop is going away, after every
+    // frame that could be inside an operation is gone.
+    void abandon() noexcept {
+        m_watch.reset();
+        m_fd.reset();
+    }
+
     // Marks an operation in progress, so close() cannot pull the fd from under it.
     class busy_guard {
     public:
@@ -102,6 +111,8 @@ public:
     using stream_base::is_open;
     using stream_base::name;
     using stream_base::native_handle;
+
+    friend struct detail::stream_access;
 
     /// Reads at least one byte into `buffer`, waiting until some are available; returns how
     /// many, or 0 at end of stream (the writer closed its end).
@@ -262,6 +273,8 @@ public:
     using stream_base::name;
     using stream_base::native_handle;
 
+    friend struct detail::stream_access;
+
     /// Closes the fd: the reader sees end of stream (a child's stdin gets EOF). Idempotent.
     /// Throws `std::logic_error` while a write is pending.
     void close() { stream_base::close(); }
@@ -308,5 +321,18 @@ private:
         }
     }
 };
+
+namespace detail {
+
+/// For owners of streams inside the library (a child process's pipes).
+struct stream_access {
+    /// Closes the stream whatever is pending; see stream_base::abandon.
+    template <class Stream>
+    static void abandon(Stream& s) noexcept {
+        s.abandon();
+    }
+};
+
+} // namespace detail
 
 } // namespace conflux
