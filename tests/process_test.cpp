@@ -3,6 +3,7 @@
 #include <conflux/shared_buffer.hpp>
 #include <conflux/sleep.hpp>
 #include <conflux/when_all.hpp>
+#include <conflux/when_any.hpp>
 
 #include <doctest/doctest.h>
 
@@ -18,6 +19,7 @@
 #include <set>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -814,4 +816,299 @@ TEST_CASE("a shared_buffer handed to a spawned child as an extra fd: both count 
         CHECK(c32.load(0) == 2 * n);
         CHECK(c64.load(0) == 2 * n);
     });
+}
+
+// ---- Deadlines, wait_delay, tree kills after the leader's exit, loop destruction ----
+
+namespace {
+
+// `sh -c "sleep 5 & echo $!"`: the shell exits at once, its background `sleep` keeps the
+// pipes open. Returns the sleeper's pid as the shell printed it.
+constexpr const char* background_sleeper = "sleep 5 & echo $!";
+
+pid_t first_pid(const std::string& out) { return static_cast<pid_t>(std::stol(out)); }
+
+// Waits (a bounded while) for `pid` to be gone; reparented grandchildren are reaped by init.
+bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (alive(pid) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(5ms);
+    }
+    // A zombie still answers kill(0): look at its state too.
+    if (!alive(pid)) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
+}
+
+using clock_type = std::chrono::steady_clock;
+
+} // namespace
+
+TEST_CASE("a timeout bounds exec when a grandchild holds the pipes, with and without kill_tree") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    for (bool tree : {false, true}) {
+        CAPTURE(tree);
+        pid_t sleeper = 0;
+        run([&]() -> task<> {
+            const auto start = clock_type::now();
+            try {
+                exec_options opts{.timeout = 300ms, .kill_tree = tree};
+                co_await conflux::exec(background_sleeper, opts);
+                FAIL("no throw");
+            } catch (const conflux::process_error& e) {
+                const auto took = clock_type::now() - start;
+                CHECK(e.timed_out());
+                CHECK(took >= 300ms);
+                CHECK(took < 1300ms);
+                // What was captured is kept, and so is the shell's own exit status.
+                sleeper = first_pid(e.result().out);
+                CHECK(e.status().code() == 0);
+            }
+        });
+        REQUIRE(sleeper > 0);
+        if (tree) {
+            CHECK(gone_within(sleeper, 2s));
+        } else {
+            CHECK(alive(sleeper)); // not in a group of its own: a timeout cannot reach it
+            ::kill(sleeper, SIGKILL);
+        }
+    }
+}
+
+TEST_CASE("cancellation bounds exec after the child exited: when_any and a stop token") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    pid_t sleeper = 0;
+    run([&]() -> task<> {
+        // The race: the timer wins, and the exec it cancels ends promptly although the shell
+        // has exited and only its grandchild holds the pipes.
+        const auto start = clock_type::now();
+        exec_options opts{.kill_tree = true};
+        auto raced = co_await conflux::when_any(conflux::exec(background_sleeper, opts),
+                                                conflux::sleep_for(300ms));
+        const auto took = clock_type::now() - start;
+        CHECK(raced.index() == 1);
+        CHECK(took < 1300ms);
+
+        // An explicit stop token, stopped after the shell's exit.
+        std::stop_source stop;
+        exec_options stoppable{.kill_tree = true, .stop_token = stop.get_token()};
+        auto stopper = [&]() -> task<> {
+            co_await conflux::sleep_for(300ms);
+            stop.request_stop();
+        };
+        auto execer = [&]() -> task<> {
+            CHECK_THROWS_AS(co_await conflux::exec("sleep 5 & echo $! >&2; exec 2>&-", stoppable),
+                            conflux::operation_cancelled);
+        };
+        const auto again = clock_type::now();
+        co_await conflux::when_all(execer(), stopper());
+        CHECK(clock_type::now() - again < 1300ms);
+        co_return;
+    });
+    (void)sleeper;
+}
+
+TEST_CASE("wait_delay: pipes held after the exit end the call with output_incomplete") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    for (bool tree : {false, true}) {
+        CAPTURE(tree);
+        pid_t sleeper = 0;
+        run([&]() -> task<> {
+            const auto start = clock_type::now();
+            try {
+                exec_options opts{.kill_tree = tree, .wait_delay = 200ms};
+                co_await conflux::exec(background_sleeper, opts);
+                FAIL("no throw");
+            } catch (const conflux::process_error& e) {
+                const auto took = clock_type::now() - start;
+                CHECK(e.output_incomplete());
+                CHECK(!e.timed_out());
+                CHECK(e.reason() == conflux::process_error::cause::output_incomplete);
+                CHECK(std::string(e.what()).find("output incomplete") != std::string::npos);
+                CHECK(e.status().code() == 0); // the shell's status is kept
+                CHECK(took >= 200ms);
+                CHECK(took < 1200ms);
+                sleeper = first_pid(e.result().out);
+            }
+        });
+        REQUIRE(sleeper > 0);
+        if (tree) {
+            CHECK(gone_within(sleeper, 2s));
+        } else {
+            CHECK(alive(sleeper));
+            ::kill(sleeper, SIGKILL);
+        }
+    }
+    run([]() -> task<> {
+        // Descendants that finish within the delay: nothing is lost, no error.
+        exec_options opts{.wait_delay = 3s};
+        auto r = co_await conflux::exec("(sleep 0.2; echo late) & echo early", opts);
+        CHECK(r.out == "early\nlate\n");
+        // The default waits for as long as the pipes stay open, like Node and Go.
+        auto d = co_await conflux::exec("(sleep 0.2; echo late) & echo early");
+        CHECK(d.out == "early\nlate\n");
+        // A negative delay is refused before anything starts.
+        exec_options negative{.wait_delay = -1ms};
+        CHECK_THROWS_AS(co_await conflux::exec("true", negative), std::invalid_argument);
+    });
+}
+
+TEST_CASE("kill_tree: kill(), the timeout and the drop reach the group after the leader exited") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    const std::vector<std::string> sh_args{"-c", background_sleeper};
+    run([&]() -> task<> {
+        // kill() after the leader's exit signals what is left of its group.
+        {
+            auto c = conflux::spawn("/bin/sh", sh_args, {.kill_tree = true});
+            const pid_t sleeper = std::stoi(*co_await c.out().read_line());
+            CHECK((co_await c.wait()).code() == 0);
+            // The exited leader is kept as a zombie: its pid, the group id, stays reserved.
+            CHECK(conflux_test::zombie_children() == std::vector<int>{c.pid()});
+            CHECK(c.kill(SIGKILL));
+            CHECK(gone_within(sleeper, 2s));
+        }
+        // The zombie went with the handle.
+        CHECK(conflux_test::zombie_children().empty());
+
+        // Without kill_tree there is no group to reach: kill() after the exit says false.
+        {
+            auto c = conflux::spawn("/bin/sh", sh_args);
+            const pid_t sleeper = std::stoi(*co_await c.out().read_line());
+            CHECK((co_await c.wait()).code() == 0);
+            CHECK(conflux_test::zombie_children().empty());
+            CHECK(!c.kill(SIGKILL));
+            CHECK(alive(sleeper));
+            ::kill(sleeper, SIGKILL);
+        }
+
+        // The drop (kill_on_drop) ends the group too.
+        pid_t dropped_sleeper = 0;
+        {
+            auto c = conflux::spawn("/bin/sh", sh_args, {.kill_tree = true});
+            dropped_sleeper = std::stoi(*co_await c.out().read_line());
+            co_await c.wait();
+        }
+        CHECK(gone_within(dropped_sleeper, 2s));
+
+        // A timeout that runs out after the leader's exit ends the group, with kill_signal.
+        {
+            auto c = conflux::spawn("/bin/sh", sh_args, {.timeout = 300ms, .kill_tree = true});
+            const pid_t sleeper = std::stoi(*co_await c.out().read_line());
+            CHECK((co_await c.wait()).code() == 0);
+            co_await conflux::sleep_for(150ms);
+            CHECK(alive(sleeper));
+            co_await conflux::sleep_for(400ms);
+            CHECK(gone_within(sleeper, 2s));
+            CHECK(!c.timed_out()); // the leader itself was not killed by the timeout
+        }
+    });
+}
+
+TEST_CASE("a loop destroyed with detached tasks awaiting killed children reaps them all") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    std::vector<pid_t> pids;
+    {
+        conflux::event_loop loop;
+        auto body = [&]() -> task<> {
+            for (int i = 0; i < 4; ++i) {
+                auto waiter = [&](int n) -> task<> {
+                    auto c = conflux::spawn(child(), {"ignore-term", "60000"});
+                    pids.push_back(c.pid());
+                    CHECK(co_await c.out().read_line() == "ready");
+                    if (n % 2 == 0) c.kill(SIGTERM); // ignored: still running
+                    if (n == 3) c.kill(SIGSTOP);     // stopped: still not exited
+                    co_await c.wait();
+                    FAIL("the child cannot have exited");
+                };
+                conflux::detach(waiter(i));
+            }
+            co_await conflux::sleep_for(100ms);
+        };
+        loop.run_until_complete(body());
+    } // the waiting frames are destroyed here, their handles kill, the loop reaps
+    CHECK(pids.size() == 4);
+    for (pid_t p : pids) CHECK(!alive(p));
+}
+
+TEST_CASE("conflux::run returning with detached tasks mid-exec leaves no child and no leak") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    temp_dir dir;
+    const std::string running_pids = (dir.path / "running").string();
+    const std::string draining_pids = (dir.path / "draining").string();
+    run([&]() -> task<> {
+        // A tree whose leader still runs, and one whose leader has exited while its grandchild
+        // holds the pipes: both calls are in progress when run() returns. Each shell writes
+        // its own pid and its background child's to a file.
+        auto running = [&]() -> task<> {
+            exec_options opts{.kill_tree = true};
+            co_await conflux::exec("echo $$ > " + running_pids + "; sleep 60 & echo $! >> " +
+                                       running_pids + "; wait",
+                                   opts);
+        };
+        auto draining = [&]() -> task<> {
+            exec_options opts{.kill_tree = true};
+            co_await conflux::exec(
+                "echo $$ > " + draining_pids + "; sleep 60 & echo $! >> " + draining_pids, opts);
+        };
+        conflux::detach(running());
+        conflux::detach(draining());
+        // A plain spawn too, whose reaper the frame's destruction starts.
+        auto held = []() -> task<> {
+            auto c = conflux::spawn(child(), {"sleep", "60000"});
+            co_await c.wait();
+        };
+        conflux::detach(held());
+        co_await conflux::sleep_for(300ms);
+    });
+    for (const auto& file : {running_pids, draining_pids}) {
+        std::ifstream in(file);
+        pid_t pid = 0;
+        int count = 0;
+        while (in >> pid) {
+            ++count;
+            CHECK(gone_within(pid, 2s));
+        }
+        CHECK(count == 2);
+    }
+}
+
+TEST_CASE("a child_process kept beyond its loop: kill, status and drop still work") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    auto kept = run([]() -> task<conflux::child_process> {
+        co_return conflux::spawn(child(), {"sleep", "60000"});
+    });
+    REQUIRE(kept);
+    CHECK(alive(kept.pid()));
+    CHECK(!kept.status());
+    CHECK(!kept.out().is_open()); // its pipes went with the loop
+    CHECK_THROWS_AS(conflux::run(kept.wait()), std::logic_error);
+    CHECK(kept.kill(SIGKILL));
+    const pid_t pid = kept.pid();
+    kept = conflux::child_process(); // the drop reaps the killed child
+    CHECK(!alive(pid));
+
+    // kill_on_drop = false: the child runs on and joins the orphan list.
+    auto free_running = run([]() -> task<conflux::child_process> {
+        co_return conflux::spawn(child(), {"sleep", "100"}, {.kill_on_drop = false});
+    });
+    const pid_t orphan = free_running.pid();
+    free_running = conflux::child_process();
+    CHECK(alive(orphan));
+    const auto deadline = clock_type::now() + 5s;
+    while (conflux_test::zombie_children() != std::vector<int>{orphan} &&
+           clock_type::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+    }
+    run([]() -> task<> { (void)co_await conflux::exec_file(child(), {"exit", "0"}); });
+    CHECK(conflux_test::zombie_children().empty());
 }

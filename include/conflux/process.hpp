@@ -4,6 +4,7 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/exit_status.hpp>
 #include <conflux/process_options.hpp>
+#include <conflux/sleep.hpp>
 #include <conflux/stream.hpp>
 #include <conflux/task.hpp>
 #include <conflux/when_all.hpp>
@@ -40,14 +41,22 @@ namespace conflux {
 /// The exit is watched through a pidfd on the loop, and the child is reaped as soon as it
 /// exits, whether or not anyone waits: there is no SIGCHLD handler and no `waitpid(-1)`.
 ///
-/// Dropping it: if the child has exited, nothing is left behind. If it still runs, the
-/// default (`spawn_options::kill_on_drop = true`) sends SIGKILL (to its whole group with
-/// `kill_tree`) and the loop reaps it in the background; with `kill_on_drop = false`, or
-/// after `detach()`, it keeps running and the loop reaps it when it exits. A child still
-/// running when its loop is destroyed is reaped there if it was killed (SIGKILL cannot be
-/// ignored); a detached one that outlives its loop joins a process-wide list of orphans,
-/// which the next `spawn` on any thread reaps once they have exited (until then an exited
-/// orphan is a zombie: conflux installs no SIGCHLD handler and starts no thread for it).
+/// Dropping it: if the child still runs, the default (`spawn_options::kill_on_drop = true`)
+/// sends SIGKILL (to its whole group with `kill_tree`, even when the leader has exited) and
+/// the loop reaps it in the background; with `kill_on_drop = false`, or after `detach()`, it
+/// keeps running and the loop reaps it when it exits. A child killed by the library is
+/// always reaped: by the loop, or, when the loop is destroyed first, by the loop's
+/// destruction (SIGKILL cannot be ignored, so that wait is short). A child left running that
+/// outlives its loop joins a process-wide list of orphans, which the next `spawn` on any
+/// thread reaps once they have exited (until then an exited orphan is a zombie: conflux
+/// installs no SIGCHLD handler and starts no thread for it).
+///
+/// A handle kept after its loop is destroyed still answers `pid()`, `status()` and `kill()`;
+/// its streams are closed, and `wait()` throws `std::logic_error`.
+///
+/// With `kill_tree`, the leader's exit is read without reaping it: its zombie keeps the
+/// process group's id reserved, so `kill()` and the drop can still signal the group safely.
+/// The zombie is reaped when the handle (and every pending `wait`) is gone.
 class child_process {
 public:
     child_process() noexcept = default;
@@ -101,7 +110,13 @@ public:
         if (!token.stop_possible()) token = co_await get_stop_token();
         std::shared_ptr<detail::child_state> s = m_state;
         if (!s) throw std::logic_error("conflux::child_process::wait on an empty handle");
-        if (!s->loop().running_in_this_thread()) co_await s->loop().schedule();
+        event_loop* loop = s->loop();
+        if (loop == nullptr) {
+            if (auto st = s->status()) co_return *st;
+            throw std::logic_error("conflux::child_process::wait: the child's event loop has "
+                                   "been destroyed");
+        }
+        if (!loop->running_in_this_thread()) co_await loop->schedule();
         co_return co_await detail::child_state::wait_awaiter(std::move(s), std::move(token));
     }
 
@@ -109,8 +124,11 @@ public:
     std::optional<exit_status> status() const { return state().status(); }
 
     /// Sends `signal` (0 probes) to the child through its pidfd, so never to a recycled pid;
-    /// with `kill_tree`, to its whole process group. Returns false when the child has already
-    /// exited. Throws `std::system_error` (EINVAL) for an invalid signal.
+    /// with `kill_tree`, to its whole process group — also after the leader has exited, since
+    /// its zombie keeps the group id reserved (the group may then be empty: true means the
+    /// signal was sent, not that a process received it). Returns false when there is nobody
+    /// to signal: the child has exited (without `kill_tree`). Throws `std::system_error`
+    /// (EINVAL) for an invalid signal.
     bool kill(int signal = SIGTERM) {
         if (signal < 0 || signal >= NSIG) {
             throw std::system_error(EINVAL, std::system_category(),
@@ -140,16 +158,45 @@ private:
     }
 
     static task<void> reap_in_background(std::shared_ptr<detail::child_state> s) {
-        co_await detail::child_state::wait_awaiter(std::move(s), std::stop_token());
+        co_await detail::child_state::wait_awaiter(s, std::stop_token());
+        // With kill_tree: the group's SIGKILL after the grace period is still to come.
+        if (s->kill_pending()) co_await finish_kill(s);
+    }
+
+    // Keeps the state (and the zombie that reserves the group id) until the grace period of
+    // a kill sequence has run out and its SIGKILL has gone to the group.
+    static task<void> finish_kill(std::shared_ptr<detail::child_state> s) {
+        // The state's own grace timer sends the SIGKILL at this deadline; whichever of the two
+        // timers comes first, the destructor finishes a kill still pending.
+        co_await sleep_until(s->grace_deadline());
     }
 
     void release() noexcept {
         if (!m_state) return;
         std::shared_ptr<detail::child_state> s = std::move(m_state);
-        if (s->status()) return;
+        event_loop* loop = s->loop();
+        if (s->status()) {
+            if (!s->group_id_held()) return;
+            // kill_tree, leader gone: what is left of the group goes with the handle, or
+            // gets its SIGKILL when the grace period of a kill in progress ends.
+            if (m_kill_on_drop && s->kill_pending() && loop != nullptr) {
+                detach_or_drop(*loop, finish_kill(std::move(s)));
+            } else if (m_kill_on_drop) {
+                s->kill_now();
+            }
+            return;
+        }
         if (m_kill_on_drop) s->kill_now();
-        event_loop& loop = s->loop();
-        loop.detach(reap_in_background(std::move(s)));
+        if (loop != nullptr) detach_or_drop(*loop, reap_in_background(std::move(s)));
+    }
+
+    static void detach_or_drop(event_loop& loop, task<void> t) noexcept {
+        try {
+            loop.detach(std::move(t));
+        } catch (...) {
+            // No memory for the reaper: the state goes now, and its destructor reaps a
+            // killed child or hands a running one to the orphan list.
+        }
     }
 
     std::shared_ptr<detail::child_state> m_state;
@@ -180,8 +227,11 @@ inline child_process spawn(std::string_view program, const arguments& args = {},
         detail::launch(detail::make_launch_request(program, std::span(args.list()), options));
     auto state = std::make_shared<detail::child_state>(loop, std::move(l), std::string(program));
     child_process child(state, options.kill_on_drop);
-    state->configure(options.timeout, options.kill_signal, options.kill_grace, options.kill_tree,
-                     options.stop_token);
+    state->configure({.timeout = options.timeout,
+                      .kill_signal = options.kill_signal,
+                      .kill_grace = options.kill_grace,
+                      .tree = options.kill_tree,
+                      .stop_token = options.stop_token});
     return child;
 }
 
@@ -201,11 +251,18 @@ struct exec_result {
 };
 
 /// Thrown by `exec`/`exec_file` when the child did not exit with code 0 (unless `.check =
-/// false`), was killed by `.timeout`, or wrote more than `.max_buffer`. Carries what was
-/// captured up to then.
+/// false`), when `.timeout` ran out, when it wrote more than `.max_buffer`, or when its pipes
+/// were still held open by descendants `.wait_delay` after it exited. Carries what was
+/// captured up to then, and the exit status once the child has exited.
 class process_error : public error {
 public:
-    enum class cause { status, timeout, max_buffer };
+    enum class cause {
+        status,           ///< exited with a non-zero code or by a signal
+        timeout,          ///< `.timeout` ran out (before or after the child's exit)
+        max_buffer,       ///< stdout or stderr exceeded `.max_buffer`
+        output_incomplete ///< the child exited, but `.wait_delay` later its pipes were still
+                          ///< open (held by a descendant): what was read is kept
+    };
 
     process_error(const std::string& what, exec_result result, cause c)
         : error(what), m_result(std::move(result)), m_cause(c) {}
@@ -215,6 +272,8 @@ public:
     cause reason() const noexcept { return m_cause; }
     bool timed_out() const noexcept { return m_cause == cause::timeout; }
     bool buffer_overflow() const noexcept { return m_cause == cause::max_buffer; }
+    /// The output may be incomplete: `.wait_delay` ran out with the pipes still open.
+    bool output_incomplete() const noexcept { return m_cause == cause::output_incomplete; }
 
 private:
     exec_result m_result;
@@ -230,23 +289,37 @@ inline task<exec_result> run_exec(std::string label, std::string program,
     if (outer.stop_requested()) throw operation_cancelled();
     event_loop& loop = require_loop("conflux::exec");
 
+    if (o.wait_delay && o.wait_delay->count() < 0) {
+        throw std::invalid_argument(label + ": wait_delay is negative");
+    }
     launched l = launch(make_launch_request(program, std::span(args), o));
     auto state = std::make_shared<child_state>(loop, std::move(l), std::string(program));
-    // Kill-on-drop: if this coroutine is destroyed half-way, the child dies with it.
+    // Kill-on-drop: if this coroutine is destroyed half-way, the child (and with kill_tree
+    // its group) dies with it.
     child_process child(state, true);
-    state->configure(o.timeout, o.kill_signal, o.kill_grace, o.kill_tree, outer);
+    // The deadline and the cancellation bound the whole call: they stay armed after the
+    // child's exit, while descendants may still hold the pipes.
+    state->configure({.timeout = o.timeout,
+                      .kill_signal = o.kill_signal,
+                      .kill_grace = o.kill_grace,
+                      .tree = o.kill_tree,
+                      .stop_token = outer,
+                      .bound_after_exit = true,
+                      .wait_delay = o.wait_delay});
 
     exec_result res;
     bool out_overflow = false;
     bool err_overflow = false;
-    std::stop_source readers; // ends the pipe work once the child was killed by us
-    std::stop_source never;   // a token that is never stopped, so nothing is inherited
+    // Stopped by the state once the call is ended by us after the child's exit (timeout,
+    // cancellation, wait_delay): the pipes are then no longer read.
+    const std::stop_token readers = state->abort_token();
+    std::stop_source never; // a token that is never stopped, so nothing is inherited
 
     auto feed = [&]() -> task<void> {
         writable_stream* in = state->writer(0);
         if (in == nullptr) co_return;
         try {
-            if (!o.input.empty()) co_await in->write_all(o.input, readers.get_token());
+            if (!o.input.empty()) co_await in->write_all(o.input, readers);
         } catch (const std::system_error& e) {
             // A child that exits without reading its input is not an error (EPIPE).
             if (e.code() != std::errc::broken_pipe) throw;
@@ -257,28 +330,52 @@ inline task<exec_result> run_exec(std::string label, std::string program,
     auto drain = [&](int fd, std::string& into, bool& overflow) -> task<void> {
         readable_stream* r = state->reader(fd);
         if (r == nullptr) co_return;
+        bool ended_by_us = false;
         try {
-            co_await r->read_into(into, o.max_buffer, &overflow, readers.get_token());
+            co_await r->read_into(into, o.max_buffer, &overflow, readers);
         } catch (const operation_cancelled&) {
+            ended_by_us = true;
+        }
+        if (ended_by_us) {
+            // What the pipe already holds was written before the end: keep it. read_into with
+            // the stopped token reads until the pipe is empty, then throws; the budget keeps a
+            // descendant that writes without pause from holding the call.
+            constexpr std::size_t budget = std::size_t(1) << 20;
+            const bool capped =
+                o.max_buffer != 0 && o.max_buffer - std::min(o.max_buffer, into.size()) <= budget;
+            bool over = false;
+            try {
+                co_await r->read_into(into, capped ? o.max_buffer : into.size() + budget, &over,
+                                      readers);
+            } catch (const operation_cancelled&) {
+            } catch (const std::system_error&) {
+            }
+            overflow = capped && over;
         }
         if (overflow) state->terminate(child_state::reason::overflow);
         r->close();
     };
-    auto reap = [&]() -> task<void> {
-        res.status = co_await child.wait(never.get_token());
-        // Killed by us: do not wait for descendants that may still hold the pipes.
-        if (state->kill_reason() != child_state::reason::none) readers.request_stop();
-    };
+    auto reap = [&]() -> task<void> { res.status = co_await child.wait(never.get_token()); };
     co_await when_all(feed(), drain(1, res.out, out_overflow), drain(2, res.err, err_overflow),
                       reap());
 
     const auto why = state->kill_reason();
+    if (why == child_state::reason::none) {
+        // Ended on its own: descendants that closed their pipes may run on; the group is
+        // left alone (the zombie kept for it is reaped with the state).
+        child.detach();
+    }
     if (why == child_state::reason::cancelled) throw operation_cancelled();
     process_error::cause c = process_error::cause::status;
     std::string what = label + ": " + res.status.to_string();
     if (why == child_state::reason::timeout) {
         c = process_error::cause::timeout;
         what += " (timed out after " + std::to_string(o.timeout.count()) + " ms)";
+    } else if (why == child_state::reason::wait_delay) {
+        c = process_error::cause::output_incomplete;
+        what += " (output incomplete: its pipes were still open " +
+                std::to_string(o.wait_delay->count()) +
+                " ms after it exited, held by a process it started)";
     } else if (why == child_state::reason::overflow || out_overflow || err_overflow) {
         c = process_error::cause::max_buffer;
         what += std::string(" (") + (out_overflow ? "stdout" : "stderr") +

@@ -156,15 +156,17 @@ struct exec_options {
     bool detached = false;
     std::optional<uid_t> uid{};
     std::optional<gid_t> gid{};
-    /// Kill the child with `kill_signal` after this long and throw `process_error` with
-    /// `timed_out()`; 0 = never.
+    /// Bounds the whole call, reading the pipes after the child's exit included: when it runs
+    /// out, the child (or, with `kill_tree`, its group, even after the child's exit) gets
+    /// `kill_signal` and `process_error` with `timed_out()` is thrown; 0 = never.
     std::chrono::milliseconds timeout{0};
     int kill_signal = SIGTERM;
     std::chrono::milliseconds kill_grace{2000};
     bool kill_tree = false;
     std::vector<resource_limit> rlimits{};
-    /// Stopping it kills the child; `exec` then throws `operation_cancelled`. The stop token
-    /// the awaiting coroutine inherited does the same.
+    /// Stopping it ends the call in any phase: the child (or, with `kill_tree`, its group) is
+    /// killed and `exec` throws `operation_cancelled`. The stop token the awaiting coroutine
+    /// inherited does the same.
     std::stop_token stop_token{};
 
     /// Written to the child's stdin, which is then closed (EOF). A child that exits without
@@ -175,6 +177,12 @@ struct exec_options {
     /// Most bytes kept of stdout and of stderr each (Node's maxBuffer, default 1 MiB);
     /// 0 = unlimited. Beyond it the child is killed and `process_error` reports the overflow.
     std::size_t max_buffer = 1024 * 1024;
+    /// How long, after the child exits, its pipes are still read while a process it started
+    /// keeps them open (Go's `Cmd.WaitDelay`); empty = as long as they stay open (Node's and
+    /// Go's default). When it runs out the pipes are closed and `process_error` is thrown
+    /// with `output_incomplete()` and the child's exit status; with `kill_tree` the group is
+    /// ended (`kill_signal`, then SIGKILL). `0ms` stops reading at the exit.
+    std::optional<std::chrono::milliseconds> wait_delay{};
     /// The shell `exec` runs the command with (`shell -c command`).
     std::string shell = "/bin/sh";
 };

@@ -3,6 +3,11 @@
 // The loop-side state of one child process: its pidfd watched for the exit, the waiters,
 // the kill timers and the pipes. Shared (std::shared_ptr) between the `child_process`
 // handle, pending waits and, once the handle is dropped, a reaper task owned by the loop.
+//
+// With a process group of its own (kill_tree), the exited leader is not reaped at once: its
+// status is read with WNOWAIT and the zombie is kept until this state is destroyed. A pid
+// that is still a zombie cannot be handed to a new process, so the group id (the leader's
+// pid) cannot be reused either, and a signal to the group can never reach a stranger.
 
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
@@ -33,7 +38,9 @@
 
 namespace conflux::detail {
 
-class child_state : public std::enable_shared_from_this<child_state>, private io_handler {
+class child_state : public std::enable_shared_from_this<child_state>,
+                    private io_handler,
+                    private loop_close_hook {
 public:
     struct wait_node {
         loop_wait wait;
@@ -42,14 +49,29 @@ public:
         bool linked = false;
     };
 
+    /// Why the library ended (or is ending) the child, or the call it belongs to.
+    enum class reason { none, timeout, cancelled, overflow, wait_delay };
+
+    /// How long the child and, for exec, the call may take, and how it is ended.
+    struct limits {
+        std::chrono::milliseconds timeout{0};
+        int kill_signal = SIGTERM;
+        std::chrono::milliseconds kill_grace{2000};
+        bool tree = false;
+        std::stop_token stop_token{};
+        /// exec: the deadline and the cancellation bound the whole call, reading included,
+        /// so they stay armed after the child's exit.
+        bool bound_after_exit = false;
+        /// exec: how long after the exit the pipes are still read; empty = no limit.
+        std::optional<std::chrono::milliseconds> wait_delay{};
+    };
+
     child_state(event_loop& loop, launched&& l, std::string program) : m_loop(&loop) {
         m_pid = l.pid;
         m_pidfd = std::move(l.pidfd);
         m_program = std::move(program);
         on_events = &on_pidfd_event;
-        // Level-triggered: the pidfd stays readable from the exit until we reap.
-        loop_access::reactor(loop).add(m_pidfd.get(), EPOLLIN, this);
-        m_registered = true;
+        on_close = &on_loop_closing;
         const std::string who = "child " + std::to_string(m_pid) + " (" + m_program + ")";
         for (auto& p : l.pipes) {
             const std::string name = (p.child_fd == 0   ? std::string("stdin")
@@ -69,54 +91,84 @@ public:
         };
         m_grace.context = this;
         m_grace.fire = [](timer_entry* e) noexcept {
-            static_cast<child_state*>(e->context)->send(SIGKILL);
+            auto* self = static_cast<child_state*>(e->context);
+            self->m_kill_pending = false;
+            try {
+                self->send(SIGKILL);
+            } catch (...) {
+            }
         };
+        m_delay.context = this;
+        m_delay.fire = [](timer_entry* e) noexcept {
+            static_cast<child_state*>(e->context)->terminate(reason::wait_delay);
+        };
+        // Registered last: nothing above may throw once the loop points at us.
+        // Level-triggered: the pidfd stays readable from the exit until we reap.
+        loop_access::reactor(loop).add(m_pidfd.get(), EPOLLIN, this);
+        m_registered = true;
+        loop_access::add_close_hook(loop, this);
     }
 
     child_state(const child_state&) = delete;
     child_state& operator=(const child_state&) = delete;
 
     ~child_state() {
-        m_stop_callback.reset();
-        loop_access::remove_timer(*m_loop, &m_timeout);
-        loop_access::remove_timer(*m_loop, &m_grace);
-        if (m_registered) loop_access::registered_reactor(*m_loop).remove(m_pidfd.get());
-        if (!m_status && m_pidfd && m_sigkilled) {
-            // The loop is going away with a killed child not reaped yet: SIGKILL cannot be
-            // ignored, so this wait is short, and it leaves no zombie behind.
-            siginfo_t info{};
-            while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(m_pidfd.get()), &info,
-                            WEXITED) < 0 &&
-                   errno == EINTR) {
+        if (m_loop != nullptr) let_go_of_loop();
+        // A kill sequence of ours cut short (the state is going away before the grace period
+        // ended): finish it, the group included, so nothing we meant to end survives.
+        if (m_kill_pending) {
+            if (m_tree && group_id_held()) ::kill(-m_pid, SIGKILL);
+            if (!m_status && m_pidfd) {
+                pidfd_send_signal(m_pidfd.get(), SIGKILL);
+                m_sigkilled = true;
             }
+        }
+        if (m_zombie_held) {
+            // Exited and waited for with WNOWAIT: reaping now cannot block.
+            reap_blocking();
+        } else if (!m_status && m_pidfd && m_sigkilled) {
+            // Going away with a killed child not reaped yet: SIGKILL cannot be ignored, so this
+            // wait is short, and it leaves no zombie behind.
+            reap_blocking();
         } else if (!m_status && m_pidfd) {
-            // A child left running (detached, or not killed on drop) outlives its loop: the
+            // A child left running (detached, or not killed on drop) outlives its watch: the
             // process-wide orphan list keeps its pidfd and a later spawn reaps it.
             orphan_children::instance().adopt(std::move(m_pidfd));
         }
     }
 
-    enum class reason { none, timeout, cancelled, overflow };
-
-    void configure(const std::chrono::milliseconds timeout, int kill_signal,
-                   std::chrono::milliseconds grace, bool tree, const std::stop_token& token) {
-        m_kill_signal = kill_signal;
-        m_grace_period = grace;
-        m_tree = tree;
-        if (timeout.count() > 0) {
-            m_timeout.deadline = std::chrono::steady_clock::now() + timeout;
+    void configure(const limits& l) {
+        m_kill_signal = l.kill_signal;
+        m_grace_period = l.kill_grace;
+        m_tree = l.tree;
+        m_bound_after_exit = l.bound_after_exit;
+        m_wait_delay = l.wait_delay;
+        if (l.timeout.count() > 0) {
+            m_timeout.deadline = std::chrono::steady_clock::now() + l.timeout;
             loop_access::add_timer(*m_loop, &m_timeout);
         }
-        if (token.stop_possible()) {
-            m_stop_callback.emplace(token, on_stop{weak_from_this(), m_loop});
+        if (l.stop_token.stop_possible()) {
+            m_stop_callback.emplace(l.stop_token, on_stop{weak_from_this(), m_loop});
         }
     }
 
-    event_loop& loop() const noexcept { return *m_loop; }
+    /// The loop the child belongs to; nullptr once that loop has been destroyed.
+    event_loop* loop() const noexcept { return m_loop; }
     pid_t pid() const noexcept { return m_pid; }
     const std::string& program() const noexcept { return m_program; }
     const std::optional<exit_status>& status() const noexcept { return m_status; }
     reason kill_reason() const noexcept { return m_reason; }
+    /// Stopped when the pipes should no longer be read: the library ended the call
+    /// (timeout, cancellation, wait_delay) after the child's exit.
+    std::stop_token abort_token() const noexcept { return m_abort.get_token(); }
+    /// A kill_signal was sent and the SIGKILL after the grace period is still to come.
+    bool kill_pending() const noexcept { return m_kill_pending; }
+    /// When the pending SIGKILL is due.
+    std::chrono::steady_clock::time_point grace_deadline() const noexcept {
+        return m_grace.deadline;
+    }
+    /// The exited leader is kept as a zombie so that its group can still be signalled.
+    bool group_id_held() const noexcept { return m_zombie_held || !m_status; }
 
     readable_stream* reader(int fd) noexcept {
         for (auto& [n, s] : m_readers) {
@@ -131,10 +183,17 @@ public:
         return nullptr;
     }
 
-    /// Sends `sig` to the child (its group with kill_tree). False when it has already been
-    /// reaped or is gone. Throws `std::system_error` for an invalid signal.
+    /// Sends `sig` to the child, and with kill_tree to its process group. After the leader's
+    /// exit only the group is signalled (kill_tree), which its zombie keeps reserved.
+    /// False when there is nobody it may signal. Throws `std::system_error` for an invalid
+    /// signal.
     bool send(int sig) {
-        if (m_status) return false;
+        if (m_status) {
+            if (!m_tree || !m_zombie_held) return false;
+            if (::kill(-m_pid, sig) == 0) return true;
+            if (errno == ESRCH || errno == EPERM) return false;
+            throw_errno("kill", m_program);
+        }
         // The group id is the child's pid, which cannot be reused while the child is not
         // reaped; so a group signal sent now never reaches a stranger.
         if (m_tree) {
@@ -150,28 +209,40 @@ public:
         return true;
     }
 
-    /// `kill_signal` now, SIGKILL after the grace period if the child is still there.
+    /// Ends the child, or for exec the call, because of `why`: `kill_signal` to the child (or
+    /// to its group once it has exited), SIGKILL after the grace period to whatever is left.
+    /// After the exit it also stops the pipe readers.
     void terminate(reason why) noexcept {
-        if (m_status) return;
-        if (m_reason == reason::none) m_reason = why;
+        const bool exited = m_status.has_value();
+        if (exited && !m_bound_after_exit && !m_zombie_held) return;
+        // A spawned child's own status says how it ended; only a call still running (exec)
+        // or a child not yet exited takes the reason.
+        if (m_reason == reason::none && (!exited || m_bound_after_exit)) m_reason = why;
+        bool sent = false;
         try {
-            send(m_kill_signal);
+            sent = send(m_kill_signal);
         } catch (...) {
-            // An invalid kill_signal: fall through to SIGKILL at once.
+            // An invalid kill_signal: SIGKILL at once instead.
             m_grace_period = std::chrono::milliseconds(0);
+            sent = true;
         }
-        if (m_kill_signal != SIGKILL && !m_grace.queued()) {
+        if (sent && m_kill_signal != SIGKILL && !m_grace.queued() && m_loop != nullptr) {
             m_grace.deadline = std::chrono::steady_clock::now() + m_grace_period;
             loop_access::add_timer(*m_loop, &m_grace);
+            m_kill_pending = true;
         }
+        if (exited) m_abort.request_stop();
     }
 
-    /// Kill-on-drop: SIGKILL now.
+    /// Kill-on-drop: SIGKILL now, to the group too with kill_tree (even after the leader's
+    /// exit).
     void kill_now() noexcept {
         try {
             send(SIGKILL);
         } catch (...) {
         }
+        m_kill_pending = false;
+        if (m_loop != nullptr) loop_access::remove_timer(*m_loop, &m_grace);
     }
 
     /// Awaits the exit on the child's loop (callers hop there first).
@@ -230,12 +301,44 @@ private:
         static_cast<child_state*>(h)->reap();
     }
 
+    // The loop is being destroyed and this state (kept by a handle) outlives it: withdraw
+    // everything from the loop; the pidfd stays, for kill() and for the final reap.
+    static void on_loop_closing(loop_close_hook* hook) noexcept {
+        auto* self = static_cast<child_state*>(hook);
+        if (!self->m_status) self->reap(); // an exit not yet seen by the loop
+        self->let_go_of_loop();
+    }
+
+    void let_go_of_loop() noexcept {
+        m_stop_callback.reset();
+        loop_access::remove_close_hook(*m_loop, this);
+        loop_access::remove_timer(*m_loop, &m_timeout);
+        loop_access::remove_timer(*m_loop, &m_grace);
+        loop_access::remove_timer(*m_loop, &m_delay);
+        if (m_registered) loop_access::registered_reactor(*m_loop).remove(m_pidfd.get());
+        m_registered = false;
+        for (auto& r : m_readers) stream_access::abandon(r.second);
+        for (auto& w : m_writers) stream_access::abandon(w.second);
+        m_loop = nullptr;
+    }
+
+    void reap_blocking() noexcept {
+        siginfo_t info{};
+        while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(m_pidfd.get()), &info,
+                        WEXITED) < 0 &&
+               errno == EINTR) {
+        }
+        m_zombie_held = false;
+    }
+
     void reap() noexcept {
         siginfo_t info{};
+        // With a group of its own the leader stays a zombie (WNOWAIT) and keeps the group id.
+        const int flags = WEXITED | WNOHANG | (m_tree ? WNOWAIT : 0);
         int r;
         do {
             r = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(m_pidfd.get()), &info,
-                         WEXITED | WNOHANG);
+                         flags);
         } while (r < 0 && errno == EINTR);
         if (r == 0 && info.si_pid == 0) return; // not exited yet (a spurious wake-up)
         if (r < 0) {
@@ -247,11 +350,24 @@ private:
         } else {
             m_status = exit_status::killed(info.si_status, info.si_code == CLD_DUMPED);
         }
-        loop_access::registered_reactor(*m_loop).remove(m_pidfd.get());
+        if (m_registered) loop_access::registered_reactor(*m_loop).remove(m_pidfd.get());
         m_registered = false;
-        m_pidfd.reset();
-        loop_access::remove_timer(*m_loop, &m_timeout);
-        loop_access::remove_timer(*m_loop, &m_grace);
+        m_zombie_held = r == 0 && m_tree;
+        if (!m_zombie_held) m_pidfd.reset();
+        // What can still be signalled after the exit is the group, if held; what can still
+        // be bounded is an exec call, whose pipes may outlive the child.
+        if (!m_zombie_held) {
+            loop_access::remove_timer(*m_loop, &m_grace);
+            m_kill_pending = false;
+        }
+        if (!m_zombie_held && !m_bound_after_exit) loop_access::remove_timer(*m_loop, &m_timeout);
+        if (m_reason != reason::none) {
+            // Ended by us: do not wait for descendants that may still hold the pipes.
+            m_abort.request_stop();
+        } else if (m_wait_delay) {
+            m_delay.deadline = std::chrono::steady_clock::now() + *m_wait_delay;
+            loop_access::add_timer(*m_loop, &m_delay);
+        }
         // complete() may not resume inline (it enqueues), so the list stays ours while we walk.
         while (wait_node* n = m_waiters) {
             unlink(n);
@@ -285,13 +401,19 @@ private:
     bool m_registered = false;
     bool m_sigkilled = false;
     bool m_tree = false;
+    bool m_zombie_held = false;
+    bool m_kill_pending = false;
+    bool m_bound_after_exit = false;
     int m_kill_signal = SIGTERM;
     std::chrono::milliseconds m_grace_period{2000};
+    std::optional<std::chrono::milliseconds> m_wait_delay;
     reason m_reason = reason::none;
     std::optional<exit_status> m_status;
     wait_node* m_waiters = nullptr;
     timer_entry m_timeout;
     timer_entry m_grace;
+    timer_entry m_delay;
+    std::stop_source m_abort;
     std::vector<std::pair<int, readable_stream>> m_readers;
     std::vector<std::pair<int, writable_stream>> m_writers;
     std::optional<std::stop_callback<on_stop>> m_stop_callback;
