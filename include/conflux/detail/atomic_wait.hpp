@@ -75,8 +75,10 @@ wait_result wait_element(T* p, T expected, std::chrono::nanoseconds timeout) noe
             // it: equal word implies equal element, and a change anywhere in the word (our
             // element or a neighbour's) between this read and the kernel's check comes back
             // as `changed` instead of being slept through.
+            // atomic_ref<const T> is C++26 (libc++ rejects it); the word is only read here.
             const std::uint32_t w =
-                std::atomic_ref<const std::uint32_t>(*word).load(std::memory_order_seq_cst);
+                std::atomic_ref<std::uint32_t>(*const_cast<std::uint32_t*>(word))
+                    .load(std::memory_order_seq_cst);
             T current;
             std::memcpy(&current,
                         reinterpret_cast<const unsigned char*>(&w) +
