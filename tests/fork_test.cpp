@@ -102,7 +102,11 @@ TEST_CASE("a forked entry point exchanges typed messages and exits with its code
 TEST_CASE("an uncaught exception in the child arrives as remote_error with type and message") {
     conflux_test::watchdog dog(20s);
     conflux::run([]() -> task<void> {
-        auto child = co_await conflux::fork("throw", child_args);
+        // The child's stderr is a pipe here, so that we can see what it printed.
+        conflux::spawn_options opts{.stdio = {conflux::stdio_spec::inherit(),
+                                              conflux::stdio_spec::inherit(),
+                                              conflux::stdio_spec::pipe()}};
+        auto child = co_await conflux::fork("throw", child_args, opts);
         CHECK(co_await child.receive<std::string>() == std::string("about to throw"));
         try {
             (void)co_await child.receive<std::string>();
@@ -111,6 +115,10 @@ TEST_CASE("an uncaught exception in the child arrives as remote_error with type 
             CHECK(e.type_name() == "std::out_of_range");
             CHECK(e.message() == "index 9 of 3");
         }
+        // Like Node, the child prints the uncaught error itself: its type and message.
+        const std::string err = co_await child.process().err().read_all();
+        CHECK(err == "conflux: uncaught exception in forked entry point \"throw\": "
+                     "std::out_of_range: index 9 of 3\n");
         CHECK((co_await child.wait()).code() == 1);
     }());
 }

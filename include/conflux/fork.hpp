@@ -117,19 +117,36 @@ inline std::string current_exception_type() {
     return out;
 }
 
+/// The message of the exception being handled (called inside a catch block).
+inline std::string current_exception_message() {
+    try {
+        throw;
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+    }
+    return "(not a std::exception)";
+}
+
 /// Reports the exception being handled to the parent (called inside a catch block).
 inline void report_current_exception() noexcept {
     ipc_channel* ch = parent_slot().channel.get();
     if (ch == nullptr || !ch->connected()) return;
     try {
-        std::string what = "(not a std::exception)";
-        try {
-            throw;
-        } catch (const std::exception& e) {
-            what = e.what();
-        } catch (...) {
-        }
-        ch->send_error(current_exception_type(), what);
+        ch->send_error(current_exception_type(), current_exception_message());
+    } catch (...) {
+    }
+}
+
+/// Prints the exception being handled on stderr (called inside a catch block), as Node
+/// prints an uncaught error: the child's own output says why it exits with code 1.
+inline void print_current_exception(std::string_view entry) noexcept {
+    try {
+        const std::string type = current_exception_type();
+        const std::string what = current_exception_message();
+        std::fprintf(stderr, "conflux: uncaught exception in forked entry point \"%.*s\": %s: %s\n",
+                     static_cast<int>(entry.size()), entry.data(), type.c_str(), what.c_str());
+        std::fflush(stderr);
     } catch (...) {
     }
 }
@@ -162,10 +179,11 @@ inline task<void> watch_parent(unique_fd pidfd) {
     ::_exit(0);
 }
 
-inline task<int> run_entry(const entry_fn& fn) {
+inline task<int> run_entry(const entry_fn& fn, std::string_view entry) {
     try {
         co_return co_await fn();
     } catch (...) {
+        print_current_exception(entry);
         report_current_exception();
     }
     co_return 1;
@@ -227,7 +245,7 @@ inline bool start_forked_child(event_loop& loop) {
     auto& entries = fork_entries();
     if (auto it = entries.find(entry); it != entries.end()) {
         try {
-            code = loop.run_until_complete(run_entry(it->second));
+            code = loop.run_until_complete(run_entry(it->second, entry));
         } catch (...) {
             code = 1;
         }
