@@ -104,6 +104,9 @@ struct worker_event {
     /// The worker's slot, 1..workers (0 for `signal`). Stays the same across restarts.
     unsigned worker = 0;
     int pid = 0;
+    /// `listening`: the address served, as text — the host the worker gave `listen` ("::"
+    /// for an empty one) and the port bound: "127.0.0.1:8080", "[::1]:8080" (the same as its
+    /// `cluster_listener::address()`). `gave_up` for a worker that could not be started: why.
     std::string address;
     exit_status status{};
     std::chrono::milliseconds delay{0};
