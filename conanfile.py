@@ -3,7 +3,6 @@ import re
 
 from conan import ConanFile
 from conan.errors import ConanInvalidConfiguration
-from conan.tools.build import check_min_cppstd
 from conan.tools.cmake import CMake, CMakeDeps, CMakeToolchain, cmake_layout
 from conan.tools.files import copy, load, rmdir
 from conan.tools.scm import Version
@@ -43,8 +42,19 @@ class ConfluxConan(ConanFile):
         self.info.clear()
 
     def validate(self):
-        if self.settings.compiler.get_safe("cppstd"):
-            check_min_cppstd(self, 20)
+        # Without compiler.cppstd nothing would ask for C++20 and consumers would be compiled
+        # in the compiler's default mode (gnu17 for GCC 12 and Clang 14): say so here instead.
+        cppstd = self.settings.get_safe("compiler.cppstd")
+        if not cppstd:
+            raise ConanInvalidConfiguration(
+                f"{self.ref} requires C++20 and the profile sets no compiler.cppstd: add "
+                "-s compiler.cppstd=20 (or gnu20), or set it in the profile")
+        digits = str(cppstd).replace("gnu", "")
+        if int(("19" if digits == "98" else "20") + digits) < 2020:
+            raise ConanInvalidConfiguration(
+                f"{self.ref} requires C++20 but the profile has compiler.cppstd={cppstd} "
+                "(conan profile detect picks the compiler's default, gnu17 for GCC 12 and "
+                "Clang 14): add -s compiler.cppstd=20 (or gnu20), or set it in the profile")
         if self.settings.os != "Linux":
             raise ConanInvalidConfiguration(f"{self.ref} supports only Linux for now")
         minimum = {"gcc": "12", "clang": "14"}
