@@ -1,6 +1,8 @@
 #include <conflux/run.hpp>
 #include <conflux/sleep.hpp>
+#include <conflux/spawn_thread.hpp>
 #include <conflux/stream.hpp>
+#include <conflux/thread_pool.hpp>
 #include <conflux/when_all.hpp>
 
 #include <doctest/doctest.h>
@@ -13,6 +15,8 @@
 #include <system_error>
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -111,6 +115,80 @@ TEST_CASE("a reader that went away: EPIPE from the write, no SIGPIPE") {
     sigset_t pending;
     sigpending(&pending);
     CHECK(!sigismember(&pending, SIGPIPE));
+}
+
+namespace {
+
+bool sigpipe_blocked_here() {
+    sigset_t mask;
+    ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+    return sigismember(&mask, SIGPIPE) == 1;
+}
+
+bool sigpipe_pending_here() {
+    sigset_t pending;
+    ::sigpending(&pending);
+    return sigismember(&pending, SIGPIPE) == 1;
+}
+
+} // namespace
+
+TEST_CASE("SIGPIPE is blocked once per run(), not per write, and the mask is restored after") {
+    conflux_test::watchdog dog(5s);
+    const bool dfl = std::signal(SIGPIPE, SIG_DFL) != SIG_ERR;
+    REQUIRE(dfl);
+    REQUIRE(!sigpipe_blocked_here());
+    bool blocked_inside = false;
+    bool blocked_in_new_thread = true;
+    bool blocked_in_pool = true;
+    conflux::run([&]() -> task<> {
+        auto p = make_pipe();
+        // Nothing written yet: the mask is the program's.
+        CHECK(!sigpipe_blocked_here());
+        co_await p.writer.write_all("first");
+        // From the first write on, SIGPIPE stays blocked on the loop's thread: later writes
+        // cost the write(2) alone.
+        blocked_inside = sigpipe_blocked_here();
+        for (int i = 0; i < 100; ++i) co_await p.writer.write_all("x");
+        // Threads started from here do not inherit the mask.
+        blocked_in_new_thread =
+            co_await conflux::spawn_thread([] { return sigpipe_blocked_here(); });
+        {
+            auto& loop = *conflux::event_loop::current();
+            conflux::thread_pool pool(1);
+            co_await pool.schedule();
+            blocked_in_pool = sigpipe_blocked_here();
+            co_await loop.schedule(); // the pool is joined from the loop, not its own thread
+        }
+        // A broken pipe: EPIPE, and the signal it raised does not stay pending.
+        p.reader.close();
+        CHECK_THROWS_AS(co_await p.writer.write_all("y"), std::system_error);
+        CHECK(!sigpipe_pending_here());
+        // A write of the program's own on this thread raises one too; it is taken off before
+        // the mask is restored, so it cannot kill the process after the fact.
+        int raw[2];
+        REQUIRE(::pipe(raw) == 0);
+        ::close(raw[0]);
+        CHECK(::write(raw[1], "z", 1) < 0);
+        ::close(raw[1]);
+    }());
+    CHECK(blocked_inside);
+    CHECK(!blocked_in_new_thread);
+    CHECK(!blocked_in_pool);
+    CHECK(!sigpipe_blocked_here());
+    CHECK(!sigpipe_pending_here());
+
+    // A program that blocks SIGPIPE itself keeps it blocked.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        co_await p.writer.write_all("x");
+    }());
+    CHECK(sigpipe_blocked_here());
+    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
 }
 
 TEST_CASE("a pending read is cancelled by its stop token; no data is lost") {

@@ -5,6 +5,7 @@
 #include <conflux/detail/driver.hpp>
 #include <conflux/detail/epoll.hpp>
 #include <conflux/detail/mpsc_stack.hpp>
+#include <conflux/detail/sigpipe.hpp>
 #include <conflux/detail/thread_identity.hpp>
 #include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/timer_heap.hpp>
@@ -117,6 +118,7 @@ public:
         } guard{*this, std::exchange(detail::current_loop_slot(), this)};
         m_owner.store(detail::thread_identity(), std::memory_order_relaxed);
         detail::current_executor_scope scope{any_executor(*this)};
+        detail::sigpipe_run_scope sigpipe; // see detail/sigpipe.hpp
 
         unsigned batches = 0;
         while (!m_stop_requested.load(std::memory_order_acquire)) {

@@ -254,7 +254,9 @@ private:
 /// belongs to: a child's stdin from `child_process::in()`.
 ///
 /// Back-pressure: a write awaits while the pipe is full. A reader that went away makes the
-/// write throw `std::system_error` with `EPIPE` — never a SIGPIPE that kills the process. Every
+/// write throw `std::system_error` with `EPIPE` — never a SIGPIPE that kills the process (the
+/// loop's thread keeps SIGPIPE blocked from its first pipe write until `run()` returns, so a
+/// write costs one system call; see docs/process.md, "Signals"). Every
 /// operation must be awaited on the loop's thread and resumes there; each takes a
 /// `std::stop_token` (default: the inherited one) that ends the wait with
 /// `operation_cancelled` (bytes already written stay written). One operation at a time.
@@ -299,9 +301,18 @@ public:
                                        std::stop_token token = {}) {
         if (!token.stop_possible()) token = co_await get_stop_token();
         busy_guard busy(*this);
+        // The writes are made here rather than through write_raw: a short line then costs
+        // one coroutine frame and the write(2), nothing more.
         std::size_t done = 0;
         while (done < data.size()) {
-            done += co_await write_raw(data.data() + done, data.size() - done, token);
+            const ssize_t n =
+                detail::write_no_sigpipe(m_fd.get(), data.data() + done, data.size() - done);
+            if (n >= 0) {
+                done += static_cast<std::size_t>(n);
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) detail::throw_errno("write", m_name);
+            co_await m_watch->writable(token);
         }
     }
 

@@ -3,6 +3,7 @@
 #include <conflux/detail/cpp20.hpp>
 
 #include <conflux/executor.hpp>
+#include <conflux/detail/sigpipe.hpp>
 #include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/work_item.hpp>
 
@@ -50,9 +51,15 @@ public:
             throw std::invalid_argument("conflux::thread_pool: needs at least one thread");
         }
         m_threads.reserve(threads);
+        // Made on a loop's thread that has SIGPIPE blocked for its run() (detail/sigpipe.hpp),
+        // the threads would inherit that mask for good.
+        const bool unblock_sigpipe = detail::sigpipe_blocked_by_conflux();
         try {
             for (std::size_t i = 0; i < threads; ++i) {
-                m_threads.emplace_back([this] { work(); });
+                m_threads.emplace_back([this, unblock_sigpipe] {
+                    if (unblock_sigpipe) detail::unblock_inherited_sigpipe();
+                    work();
+                });
             }
         } catch (...) {
             shut_down();

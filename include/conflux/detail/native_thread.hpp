@@ -1,5 +1,6 @@
 #pragma once
 
+#include <conflux/detail/sigpipe.hpp>
 #include <conflux/detail/system_error.hpp>
 
 #include <cstddef>
@@ -37,9 +38,12 @@ public:
         struct start_block {
             fn_t fn;
             std::string name;
+            bool unblock_sigpipe;
         };
-        auto block =
-            std::make_unique<start_block>(start_block{fn_t(std::forward<F>(f)), options.name});
+        // A loop's thread may have SIGPIPE blocked for its run() (detail/sigpipe.hpp); the new
+        // thread would inherit that mask for good.
+        auto block = std::make_unique<start_block>(
+            start_block{fn_t(std::forward<F>(f)), options.name, sigpipe_blocked_by_conflux()});
         pthread_attr_t attr;
         if (int err = ::pthread_attr_init(&attr); err != 0) {
             throw_system_error(err, "pthread_attr_init", options.name);
@@ -60,6 +64,7 @@ public:
         }
         auto entry = [](void* p) -> void* {
             std::unique_ptr<start_block> b(static_cast<start_block*>(p));
+            if (b->unblock_sigpipe) unblock_inherited_sigpipe();
             if (!b->name.empty()) {
                 std::string shown = b->name.substr(0, 15);
                 ::pthread_setname_np(::pthread_self(), shown.c_str());
