@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 #include <conflux/executor.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/driver.hpp>

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <conflux/detail/cpp20.hpp>
+
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/exit_status.hpp>
