@@ -478,3 +478,79 @@ TEST_CASE("receive_any with cancellations loses nothing across threads") {
     CHECK(got_sum == sent_sum.load());
     CHECK(timeouts > 0);
 }
+
+TEST_CASE("channel: try_ on a closed channel — try_send throws, try_receive drains then ends") {
+    // The try_ forms never wait; otherwise they report what the waiting forms report: a
+    // closed channel is channel_closed for a sender, the end (std::nullopt) for a receiver.
+    conflux::channel<int> ch(4);
+    CHECK(ch.try_send(1));
+    ch.close();
+    CHECK_THROWS_AS(ch.try_send(2), conflux::channel_closed); // even with room left
+    const int lvalue = 3;
+    CHECK_THROWS_AS(ch.try_send(lvalue), conflux::channel_closed);
+    CHECK(ch.try_receive() == std::optional<int>(1));
+    CHECK(ch.try_receive() == std::nullopt);
+    CHECK(ch.closed()); // tells the end from "nothing yet"
+    CHECK(ch.blocking_receive() == std::nullopt);
+
+    conflux::channel<int> rendezvous(0);
+    rendezvous.close();
+    CHECK_THROWS_AS(rendezvous.try_send(1), conflux::channel_closed);
+    CHECK(rendezvous.try_receive() == std::nullopt);
+}
+
+TEST_CASE("channel: a value given back by a stopped receive keeps its place, first in line") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<int> ch(4);
+    auto body = [&]() -> conflux::task<> {
+        auto sender = [&]() -> conflux::task<int> {
+            CHECK(ch.try_send(1)); // to the waiting receive
+            CHECK(ch.try_send(2)); // queued behind it
+            co_return 0;
+        };
+        auto r = co_await conflux::when_any(ch.receive(), sender());
+        CHECK(r.index() == 1);
+        CHECK(ch.size() == 2);
+        CHECK(co_await ch.receive() == 1);
+        CHECK(co_await ch.receive() == 2);
+
+        // On a closed channel the value still comes back, before the end.
+        auto closer = [&]() -> conflux::task<int> {
+            CHECK(ch.try_send(3));
+            ch.close();
+            co_return 0;
+        };
+        auto s = co_await conflux::when_any(ch.receive(), closer());
+        CHECK(s.index() == 1);
+        CHECK(co_await ch.receive() == 3);
+        CHECK(co_await ch.receive() == std::nullopt);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("channel: a returned value on a rendezvous channel does not release a waiting sender") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<int> ch(0);
+    auto body = [&]() -> conflux::task<> {
+        auto sender = [&]() -> conflux::task<int> {
+            CHECK(ch.try_send(1));
+            co_return 0;
+        };
+        auto r = co_await conflux::when_any(ch.receive(), sender());
+        CHECK(r.index() == 1);
+        CHECK(ch.size() == 1); // the returned value
+        bool second_sent = false;
+        auto second = [&]() -> conflux::task<> {
+            co_await ch.send(2);
+            second_sent = true;
+        };
+        auto taker = [&]() -> conflux::task<> {
+            CHECK(co_await ch.receive() == 1);
+            CHECK_FALSE(second_sent); // still waiting for a receiver of its own
+            CHECK(co_await ch.receive() == 2);
+        };
+        co_await conflux::when_all(second(), taker());
+        CHECK(second_sent);
+    };
+    conflux::run(body());
+}

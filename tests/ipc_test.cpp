@@ -441,6 +441,24 @@ TEST_CASE("a peer that stops reading applies back-pressure with bounded memory")
     }());
 }
 
+TEST_CASE("try_send: false only when full; a disconnected channel throws, full or not") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        auto a_b = ipc_channel::pair({.high_water_mark = 4096});
+        auto& a = a_b.first; // a_b.second never reads
+        const std::string big(4096, 'x');
+        co_await fill(a, big);
+        CHECK_FALSE(a.try_send(big)); // full: retry later
+        a.disconnect();
+        CHECK_THROWS_AS(a.try_send(big), conflux::ipc_error); // closed, although still full
+        CHECK_THROWS_AS(co_await a.send(big), conflux::ipc_error);
+
+        auto c_d = ipc_channel::pair();
+        c_d.first.disconnect();
+        CHECK_THROWS_AS(c_d.first.try_send(std::string("x")), conflux::ipc_error);
+    }());
+}
+
 TEST_CASE("a send waiting for room is cancelled by its stop token") {
     conflux_test::watchdog dog(10s);
     conflux::run([]() -> task<void> {

@@ -1,3 +1,4 @@
+#include <conflux/channel.hpp>
 #include <conflux/run.hpp>
 #include <conflux/sleep.hpp>
 #include <conflux/thread_pool.hpp>
@@ -6,8 +7,11 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <variant>
 #include <vector>
@@ -77,6 +81,63 @@ TEST_CASE("when_all over a vector, including an empty one and tasks on a pool") 
 
         auto none = co_await conflux::when_all(std::vector<conflux::task<int>>{});
         CHECK(none.empty());
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("when_all over mixed awaitables: receives, sends, timers, tasks") {
+    conflux::channel<int> in(4);
+    conflux::channel<std::string> out(0);
+    auto body = [&]() -> conflux::task<> {
+        CHECK(in.try_send(5));
+        auto reader = [&]() -> conflux::task<std::string> {
+            auto v = co_await out.receive();
+            co_return v.value_or("");
+        };
+        auto [a, b, c, d, e] = co_await conflux::when_all(in.receive(), conflux::sleep_for(2ms),
+                                                          after(3, 1ms), out.send("x"), reader());
+        CHECK(a == std::optional<int>(5));
+        CHECK(std::is_same_v<decltype(b), std::monostate>);
+        CHECK(c == 3);
+        CHECK(std::is_same_v<decltype(d), std::monostate>);
+        CHECK(e == "x");
+
+        // Named awaitables are used in place.
+        auto rx = in.receive();
+        auto tick = conflux::sleep_for(1ms);
+        std::jthread sender([&] {
+            std::this_thread::sleep_for(2ms);
+            in.try_send(6);
+        });
+        auto [f, g] = co_await conflux::when_all(rx, tick);
+        CHECK(f == std::optional<int>(6));
+        (void)g;
+        CHECK(tick.done());
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("a receive stopped after a value was handed to it gives the value back") {
+    conflux::channel<int> ch(0);
+    std::stop_source source;
+    auto body = [&]() -> conflux::task<> {
+        auto rx = [&]() -> conflux::task<std::optional<int>> {
+            co_return co_await ch.receive(source.get_token());
+        };
+        auto stopper = [&]() -> conflux::task<> {
+            // Hands a value to the waiting receive, then stops it before it resumes.
+            CHECK(ch.try_send(9));
+            source.request_stop();
+            co_return;
+        };
+        bool cancelled = false;
+        try {
+            co_await conflux::when_all(rx(), stopper());
+        } catch (const conflux::operation_cancelled&) {
+            cancelled = true;
+        }
+        CHECK(cancelled);
+        CHECK(ch.try_receive() == std::optional<int>(9));
     };
     conflux::run(body());
 }

@@ -1,3 +1,4 @@
+#include <conflux/channel.hpp>
 #include <conflux/run.hpp>
 #include <conflux/sleep.hpp>
 #include <conflux/when_any.hpp>
@@ -5,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <thread>
@@ -103,4 +105,91 @@ TEST_CASE("when_any over a vector gives the winner's index") {
         co_await conflux::when_any(std::vector<conflux::task<int>>{});
     };
     CHECK_THROWS_AS(conflux::run(empty()), std::invalid_argument);
+}
+
+TEST_CASE("when_any races a channel receive against a timer, both ways") {
+    conflux::channel<int> ch(4);
+    auto body = [&]() -> conflux::task<> {
+        // Nothing to receive: the timer wins, and the receive takes nothing.
+        auto r = co_await conflux::when_any(ch.receive(), conflux::sleep_for(5ms));
+        CHECK(r.index() == 1);
+        CHECK(ch.try_send(7));
+        CHECK(ch.size() == 1);
+
+        // A value waiting: the receive wins at once and the timer is cancelled.
+        const auto start = std::chrono::steady_clock::now();
+        auto s = co_await conflux::when_any(ch.receive(), conflux::sleep_for(1h));
+        REQUIRE(s.index() == 0);
+        CHECK(std::get<0>(s) == std::optional<int>(7));
+        CHECK(std::chrono::steady_clock::now() - start < 30s);
+
+        // A value sent while the receive waits.
+        std::jthread sender([&] {
+            std::this_thread::sleep_for(5ms);
+            ch.try_send(8);
+        });
+        auto t = co_await conflux::when_any(conflux::sleep_for(1h), ch.receive());
+        REQUIRE(t.index() == 1);
+        CHECK(std::get<1>(t) == std::optional<int>(8));
+    };
+    conflux::run(body());
+    CHECK(ch.size() == 0);
+}
+
+TEST_CASE("a receive handed a value after another argument won gives it back") {
+    // The second argument hands a value to the waiting receive (claiming its wait) and then
+    // wins before the receive resumes: the value goes back to the channel, not to the void.
+    conflux::channel<int> ch(0);
+    auto body = [&]() -> conflux::task<> {
+        auto winner = [&]() -> conflux::task<int> {
+            CHECK(ch.try_send(42)); // the receive waits: a rendezvous hand-off
+            co_return 1;
+        };
+        auto r = co_await conflux::when_any(ch.receive(), winner());
+        CHECK(r.index() == 1);
+        CHECK(ch.try_receive() == std::optional<int>(42));
+        CHECK(ch.try_receive() == std::nullopt);
+
+        // The same through receive_any, and through a named (lvalue) receive.
+        auto rx = ch.receive();
+        auto r2 = co_await conflux::when_any(rx, winner());
+        CHECK(r2.index() == 1);
+        CHECK(ch.try_receive() == std::optional<int>(42));
+        auto r3 = co_await conflux::when_any(conflux::receive_any(ch), winner());
+        CHECK(r3.index() == 1);
+        CHECK(ch.try_receive() == std::optional<int>(42));
+        CHECK(ch.try_receive() == std::nullopt);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("when_any takes named awaitables in place") {
+    conflux::channel<std::string> ch(1);
+    auto body = [&]() -> conflux::task<> {
+        auto rx = ch.receive();
+        auto timer = conflux::sleep_for(5ms);
+        auto r = co_await conflux::when_any(rx, timer);
+        CHECK(r.index() == 1);
+        CHECK(timer.done());
+
+        CHECK(ch.try_send("hello"));
+        auto rx2 = ch.receive();
+        auto slow = conflux::sleep_for(1h);
+        auto s = co_await conflux::when_any(rx2, slow);
+        REQUIRE(s.index() == 0);
+        CHECK(std::get<0>(s) == std::optional<std::string>("hello"));
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("when_any: a send that loses still sent its value, once") {
+    conflux::channel<int> ch(1);
+    auto body = [&]() -> conflux::task<> {
+        CHECK(ch.try_send(1)); // full
+        auto r = co_await conflux::when_any(ch.send(2), conflux::sleep_for(5ms));
+        CHECK(r.index() == 1);
+        CHECK(ch.try_receive() == std::optional<int>(1));
+        CHECK(ch.try_receive() == std::nullopt); // the cancelled send sent nothing
+    };
+    conflux::run(body());
 }

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -331,6 +332,20 @@ TEST_CASE("worker: options name the thread and size its stack") {
         CHECK(w.name() == "cfx-test-worker");
     };
     conflux::run(body());
+}
+
+TEST_CASE("message_port: on a closed link post returns false, try_receive drains then ends") {
+    conflux::message_channel<int, int> mc;
+    CHECK(mc.port1.post(1));
+    mc.port2.close();
+    CHECK_FALSE(mc.port1.post(2)); // post never throws for a closed link: Node drops it too
+    CHECK(mc.port2.try_receive() == std::optional<int>(1));
+    CHECK(mc.port2.try_receive() == std::nullopt);
+    CHECK(mc.port1.try_receive() == std::nullopt);
+    CHECK(mc.port2.inbox().closed());
+    conflux::message_port<int> unlinked;
+    CHECK_FALSE(unlinked.post(1));
+    CHECK(unlinked.try_receive() == std::nullopt);
 }
 
 TEST_CASE("message_channel: two workers talk directly through entangled ports") {

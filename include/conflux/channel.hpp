@@ -77,7 +77,8 @@ inline any_executor require_executor(const char* operation) {
 /// coroutine resumes on the executor it was running on, never inline in another party's call
 /// and never under the channel's lock. A wait cancelled through its stop token throws
 /// `operation_cancelled` and neither loses nor duplicates a value: a wait ends either with
-/// a value or cancelled, never both.
+/// a value or cancelled, never both (a value handed over just as the stop arrives goes back
+/// to the channel, first in line). So a receive can lose a `when_any` without consuming.
 ///
 /// The channel must outlive every wait on it. Immovable.
 ///
@@ -144,8 +145,10 @@ public:
     }
 
     /// Sends without waiting: true if `value` was queued or handed to a receiver (and moved
-    /// from), false if the channel is full (`value` is left untouched). Throws
-    /// `channel_closed` on a closed channel.
+    /// from), false if the channel is full (`value` is left untouched) — the only reason for
+    /// `false`. Throws `channel_closed` on a closed channel, as `send` does (a closed channel
+    /// is a lifecycle error, not a state to poll for; Go's send panics there too), and
+    /// `conflux::error` for a detached `buffer`.
     bool try_send(T&& value) {
         check_sendable(value);
         detail::wake_list wake;
@@ -158,8 +161,9 @@ public:
         return try_send(std::move(copy));
     }
 
-    /// Receives without waiting: a value, or `std::nullopt` when none is ready (check
-    /// `closed()` to tell an empty channel from a finished one).
+    /// Receives without waiting: a value, or `std::nullopt` when none is ready or when the
+    /// channel is closed and drained (the end, as `receive` reports it); `closed()` tells the
+    /// two apart. Never throws.
     std::optional<T> try_receive() {
         std::optional<T> out;
         detail::wake_list wake;
@@ -202,6 +206,11 @@ public:
             link_receiver(node, core, &out);
         }
         block(core, node, token);
+        if (token.stop_requested()) {
+            // Stopped after the value was handed over: as for `receive`, it goes back.
+            if (out) restore(std::move(*out));
+            throw operation_cancelled();
+        }
         return out;
     }
 
@@ -226,6 +235,10 @@ public:
     public:
         send_awaiter(channel& ch, T&& value, std::stop_token token) noexcept
             : m_channel(ch), m_value(std::move(value)), m_token(std::move(token)) {}
+        /// Movable until awaited (as `when_all`/`when_any` do with an rvalue awaitable).
+        send_awaiter(send_awaiter&& other) noexcept
+            : m_channel(other.m_channel), m_value(std::move(other.m_value)),
+              m_token(std::move(other.m_token)) {}
         send_awaiter(const send_awaiter&) = delete;
         send_awaiter& operator=(const send_awaiter&) = delete;
         ~send_awaiter() { m_channel.abandon(m_pending, m_core, m_node, m_callback); }
@@ -284,6 +297,9 @@ public:
     public:
         receive_awaiter(channel& ch, std::stop_token token) noexcept
             : m_channel(ch), m_token(std::move(token)) {}
+        /// Movable until awaited (as `when_all`/`when_any` do with an rvalue awaitable).
+        receive_awaiter(receive_awaiter&& other) noexcept
+            : m_channel(other.m_channel), m_token(std::move(other.m_token)) {}
         receive_awaiter(const receive_awaiter&) = delete;
         receive_awaiter& operator=(const receive_awaiter&) = delete;
         ~receive_awaiter() { m_channel.abandon(m_pending, m_core, m_node, m_callback); }
@@ -310,12 +326,32 @@ public:
         }
 
         std::optional<T> await_resume() {
+            // Waits for a stop callback running on another thread: past this line the
+            // token's state is final for this wait.
             m_callback.reset();
             m_pending = false;
             if (m_cancelled_early || m_core.winner() == detail::wait_core::cancelled) {
                 throw operation_cancelled();
             }
+            if (m_token.stop_requested()) {
+                // The value was handed over, but the stop came before this coroutine went
+                // on with it (a sender claimed the wait between the stop request and its
+                // callback, or the stop was requested while the resumption was queued, as
+                // when another argument of a when_any wins). Whoever stopped us will not
+                // use the value: it goes back to the channel instead of being lost.
+                give_back(std::move(m_slot));
+                throw operation_cancelled();
+            }
             return std::move(m_slot);
+        }
+
+        /// Puts a value this receive produced back into the channel, first in line (to a
+        /// waiting receiver, or at the front of the queue). `when_any` calls it when the
+        /// receive took a value after another argument had already won. Throws
+        /// `std::bad_alloc` if the queue cannot grow (the value is then dropped).
+        void give_back(std::optional<T>&& value) {
+            if (value) m_channel.restore(std::move(*value));
+            value.reset();
         }
 
     private:
@@ -408,12 +444,32 @@ private:
         return false;
     }
 
+    // Puts back a value a receiver took but will not use (its wait was stopped after the
+    // hand-over): first in line, so that it keeps its place before the values queued after
+    // it. The queue may exceed the capacity by the values so returned.
+    void restore(T&& value) {
+        detail::wake_list wake;
+        std::lock_guard lock(m_mutex);
+        if (m_queue.empty()) {
+            if (receive_node* r = claim_receiver_locked()) {
+                r->slot->emplace(std::move(value));
+                wake.push(r);
+                note_handoff(wake);
+                return;
+            }
+        }
+        m_queue.push_front(std::move(value));
+    }
+
     // Under the lock: takes the next value into `out` (refilling the queue from a waiting
     // sender); true if it did or the channel is closed and drained, false if it must wait.
     bool take_locked(std::optional<T>& out, detail::wake_list& wake) noexcept {
         if (!m_queue.empty()) {
             out.emplace(std::move(m_queue.front()));
             m_queue.pop_front();
+            // Not above the capacity: a queue holding returned values (see restore) may be
+            // longer, and a rendezvous channel's senders wait for a receiver.
+            if (m_queue.size() >= m_capacity) return true;
             if (send_node* s = claim_sender_locked()) {
                 // A failure to allocate here has no one to report to; queues of bounded
                 // channels rarely allocate, and unbounded ones never have waiting senders.
@@ -513,10 +569,12 @@ public:
 
     explicit select_awaiter(std::stop_token token, channel<T>&... channels) noexcept
         : m_channels(&channels...), m_token(std::move(token)) {
-        [&]<std::size_t... I>(std::index_sequence<I...>) {
-            ((m_node_ptrs[I] = &std::get<I>(m_nodes)), ...);
-        }
-        (std::make_index_sequence<count>{});
+        point_at_nodes();
+    }
+    /// Movable until awaited (as `when_all`/`when_any` do with an rvalue awaitable).
+    select_awaiter(select_awaiter&& other) noexcept
+        : m_channels(other.m_channels), m_token(std::move(other.m_token)) {
+        point_at_nodes();
     }
     select_awaiter(const select_awaiter&) = delete;
     select_awaiter& operator=(const select_awaiter&) = delete;
@@ -585,7 +643,23 @@ public:
             constexpr std::size_t I = decltype(index)::value;
             out.emplace(std::in_place_index<I>, std::move(std::get<I>(m_slots)));
         });
+        if (m_token.stop_requested()) {
+            // Stopped after a channel handed a value over: it goes back (see receive).
+            give_back(std::move(*out));
+            throw operation_cancelled();
+        }
         return std::move(*out);
+    }
+
+    /// Puts a value this wait produced back into the channel it came from, first in line
+    /// (`when_any` calls it when the wait took a value after another argument had won).
+    void give_back(result_type&& r) {
+        with_index<count>(r.index(), [&](auto index) {
+            constexpr std::size_t I = decltype(index)::value;
+            auto& value = std::get<I>(r);
+            if (value) std::get<I>(m_channels)->restore(std::move(*value));
+            value.reset();
+        });
     }
 
 private:
@@ -605,6 +679,13 @@ private:
         ch.link_receiver(std::get<I>(m_nodes), m_core, &std::get<I>(m_slots),
                          static_cast<std::uint32_t>(I));
         return step_result::linked;
+    }
+
+    void point_at_nodes() noexcept {
+        [&]<std::size_t... I>(std::index_sequence<I...>) {
+            ((m_node_ptrs[I] = &std::get<I>(m_nodes)), ...);
+        }
+        (std::make_index_sequence<count>{});
     }
 
     void withdraw_all() noexcept {

@@ -139,10 +139,15 @@ public:
 
     /// Queues `message` unless the queue is at `high_water_mark` (returns false then, and
     /// `message` is left untouched), like Node's `send()` returning false — but without
-    /// unbounded queueing. Throws as `send`.
+    /// unbounded queueing. `false` only ever means "full, retry later": once the channel is
+    /// disconnected or broken it throws `ipc_error`, as `send` does (a closed channel is a
+    /// lifecycle error, as with `channel::try_send`); it also throws when the message cannot
+    /// be encoded, and `std::logic_error` off the channel's loop.
     template <class T>
     bool try_send(T&& message) {
         auto& s = *state("try_send");
+        // Closed before full: `false` must only ever mean "retry later".
+        s.check_sendable();
         if (!s.has_room()) return false;
         s.enqueue(message);
         if constexpr (!std::is_lvalue_reference_v<T>) {

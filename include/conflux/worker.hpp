@@ -94,7 +94,9 @@ public:
         return inbox().receive(std::move(token));
     }
 
-    /// A message if one is waiting.
+    /// Receives without waiting: a message, or `std::nullopt` when none is waiting or once
+    /// the link is closed and drained (the end, as `receive` reports it; `inbox().closed()`
+    /// tells the two apart). Never throws.
     std::optional<Receive> try_receive() { return m_in ? m_in->try_receive() : std::nullopt; }
 
     /// `receive` for plain threads (blocks).
@@ -241,6 +243,8 @@ public:
     /// stop token (`operation_cancelled`).
     [[nodiscard]] auto receive(std::stop_token token = {}) { return m_port.receive(token); }
 
+    /// Receives without waiting: the worker's next message, or `std::nullopt` when none is
+    /// waiting or once it ended and everything it posted was received. Never throws.
     std::optional<FromWorker> try_receive() { return m_port.try_receive(); }
 
     /// The parent's end of the worker's port.
