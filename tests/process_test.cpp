@@ -9,6 +9,7 @@
 
 #include "support/test_support.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -1111,4 +1112,52 @@ TEST_CASE("a child_process kept beyond its loop: kill, status and drop still wor
     }
     run([]() -> task<> { (void)co_await conflux::exec_file(child(), {"exit", "0"}); });
     CHECK(conflux_test::zombie_children().empty());
+}
+
+TEST_CASE("a wait from another loop ends, once, when the child's loop is destroyed first") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    for (bool keep_handle : {false, true}) {
+        CAPTURE(keep_handle);
+        conflux::event_loop other;
+        std::thread other_thread([&] { other.run(); });
+        std::atomic<int> outcomes{0};
+        std::atomic<bool> threw_logic_error{false};
+        conflux::child_process kept;
+        {
+            conflux::event_loop owner;
+            auto body = [&]() -> task<> {
+                auto c = conflux::spawn(child(), {"sleep", "60000"});
+                auto waiter = [](conflux::child_process& ch, std::atomic<int>& n,
+                                 std::atomic<bool>& logic) -> task<> {
+                    auto w = ch.wait(); // started on this loop, it hops to the child's
+                    try {
+                        co_await std::move(w);
+                    } catch (const std::logic_error&) {
+                        logic = true;
+                    }
+                    ++n;
+                };
+                auto started = waiter(c, outcomes, threw_logic_error);
+                other.post([&other, t = std::make_shared<task<>>(std::move(started))]() mutable {
+                    other.detach(std::move(*t));
+                });
+                co_await conflux::sleep_for(100ms); // the wait is now pending on this loop
+                if (keep_handle) kept = std::move(c);
+            };
+            owner.run_until_complete(body());
+        } // `owner` goes: the pending wait is resumed from here
+        const auto deadline = clock_type::now() + 5s;
+        while (outcomes.load() == 0 && clock_type::now() < deadline) {
+            std::this_thread::sleep_for(5ms);
+        }
+        CHECK(outcomes.load() == 1);
+        // Without the handle the child was killed on drop; with it, it still runs (until the
+        // handle goes below) and the wait could not know its end.
+        if (keep_handle) CHECK(threw_logic_error.load());
+        kept = conflux::child_process();
+        other.stop();
+        other_thread.join();
+        CHECK(outcomes.load() == 1);
+    }
 }

@@ -27,6 +27,7 @@
 #include <coroutine>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <utility>
@@ -274,8 +275,13 @@ public:
         }
 
         exit_status await_resume() {
-            // Resumed either by the exit (status known) or by the cancellation (withdrawn).
+            // Resumed by the exit (status known), by the cancellation (withdrawn), or by the
+            // loop's destruction (status known only if the exit had been seen by then).
             if (m_node.wait.finish()) throw operation_cancelled();
+            if (!m_state->m_status) {
+                throw std::logic_error("conflux::child_process::wait: the child's event loop was "
+                                       "destroyed while waiting");
+            }
             return *m_state->m_status;
         }
 
@@ -305,8 +311,17 @@ private:
     // everything from the loop; the pidfd stays, for kill() and for the final reap.
     static void on_loop_closing(loop_close_hook* hook) noexcept {
         auto* self = static_cast<child_state*>(hook);
+        // Waits still pending come from coroutines of other loops (the frames of this loop's
+        // own are gone by now): this loop cannot resume them any more, so they are resumed
+        // here, at once, and each goes back to its own executor from there.
+        const std::shared_ptr<child_state> keep = self->weak_from_this().lock();
+        self->m_closing = true;
         if (!self->m_status) self->reap(); // an exit not yet seen by the loop
         self->let_go_of_loop();
+        while (wait_node* n = self->m_waiters) {
+            self->unlink(n);
+            n->wait.abandon();
+        }
     }
 
     void let_go_of_loop() noexcept {
@@ -368,6 +383,7 @@ private:
             m_delay.deadline = std::chrono::steady_clock::now() + *m_wait_delay;
             loop_access::add_timer(*m_loop, &m_delay);
         }
+        if (m_closing) return; // the waiters are resumed by on_loop_closing
         // complete() may not resume inline (it enqueues), so the list stays ours while we walk.
         while (wait_node* n = m_waiters) {
             unlink(n);
@@ -404,6 +420,7 @@ private:
     bool m_zombie_held = false;
     bool m_kill_pending = false;
     bool m_bound_after_exit = false;
+    bool m_closing = false; // the loop is being destroyed
     int m_kill_signal = SIGTERM;
     std::chrono::milliseconds m_grace_period{2000};
     std::optional<std::chrono::milliseconds> m_wait_delay;

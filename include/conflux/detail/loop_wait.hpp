@@ -55,6 +55,22 @@ public:
         }
     }
 
+    /// The loop that would deliver the event is being destroyed: claims the wait and resumes
+    /// the coroutine at once on the calling thread (`abandoned()` then tells it so). False
+    /// when the event or a cancellation has already claimed it.
+    bool abandon() noexcept {
+        int expected = waiting;
+        if (!m_state.compare_exchange_strong(expected, done, std::memory_order_acq_rel)) {
+            return false;
+        }
+        m_abandoned = true;
+        m_resume.handle.resume();
+        return true;
+    }
+
+    /// True when the wait ended because its loop went away (see `abandon`).
+    bool abandoned() const noexcept { return m_abandoned; }
+
     /// Called in `await_resume`: drops the stop callback (waiting for it if it is running on
     /// another thread) and tells whether the wait ended by cancellation.
     bool finish() noexcept {
@@ -94,6 +110,7 @@ private:
     std::atomic<int> m_state{waiting};
     bool m_event_arrived = false;
     bool m_cancelled = false;
+    bool m_abandoned = false;
     withdraw_fn m_withdraw = nullptr;
     void* m_withdraw_context = nullptr;
     any_executor m_loop;
