@@ -859,6 +859,18 @@ bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
 
 using clock_type = std::chrono::steady_clock;
 
+// With kill_tree the grandchild went with the group; without, nothing could reach it (it is
+// not in a group of its own) and the test ends it.
+void expect_group_ended(pid_t sleeper, bool tree) {
+    REQUIRE(sleeper > 0);
+    if (tree) {
+        CHECK(gone_within(sleeper, 2s));
+    } else {
+        CHECK(alive(sleeper));
+        ::kill(sleeper, SIGKILL);
+    }
+}
+
 } // namespace
 
 TEST_CASE("a timeout bounds exec when a grandchild holds the pipes, with and without kill_tree") {
@@ -883,20 +895,13 @@ TEST_CASE("a timeout bounds exec when a grandchild holds the pipes, with and wit
                 CHECK(e.status().code() == 0);
             }
         });
-        REQUIRE(sleeper > 0);
-        if (tree) {
-            CHECK(gone_within(sleeper, 2s));
-        } else {
-            CHECK(alive(sleeper)); // not in a group of its own: a timeout cannot reach it
-            ::kill(sleeper, SIGKILL);
-        }
+        expect_group_ended(sleeper, tree);
     }
 }
 
 TEST_CASE("cancellation bounds exec after the child exited: when_any and a stop token") {
     conflux_test::watchdog dog(20s);
     no_leaks probe;
-    pid_t sleeper = 0;
     run([&]() -> task<> {
         // The race: the timer wins, and the exec it cancels ends promptly although the shell
         // has exited and only its grandchild holds the pipes.
@@ -922,9 +927,7 @@ TEST_CASE("cancellation bounds exec after the child exited: when_any and a stop 
         const auto again = clock_type::now();
         co_await conflux::when_all(execer(), stopper());
         CHECK(clock_type::now() - again < 1300ms);
-        co_return;
     });
-    (void)sleeper;
 }
 
 TEST_CASE("wait_delay: pipes held after the exit end the call with output_incomplete") {
@@ -951,13 +954,7 @@ TEST_CASE("wait_delay: pipes held after the exit end the call with output_incomp
                 sleeper = first_pid(e.result().out);
             }
         });
-        REQUIRE(sleeper > 0);
-        if (tree) {
-            CHECK(gone_within(sleeper, 2s));
-        } else {
-            CHECK(alive(sleeper));
-            ::kill(sleeper, SIGKILL);
-        }
+        expect_group_ended(sleeper, tree);
     }
     run([]() -> task<> {
         // Descendants that finish within the delay: nothing is lost, no error.
