@@ -903,6 +903,16 @@ TEST_CASE("cancellation bounds exec after the child exited: when_any and a stop 
     conflux_test::watchdog dog(20s);
     no_leaks probe;
     run([&]() -> task<> {
+        // Stopped before the call: nothing is started at all.
+        std::stop_source early;
+        early.request_stop();
+        exec_options stopped{.stop_token = early.get_token()};
+        const auto fds_before = conflux_test::open_fds();
+        CHECK_THROWS_AS(co_await conflux::exec_file(child(), {"sleep", "10000"}, stopped),
+                        conflux::operation_cancelled);
+        CHECK(conflux_test::open_fds() == fds_before);
+        CHECK(conflux_test::no_children_left());
+
         // The race: the timer wins, and the exec it cancels ends promptly although the shell
         // has exited and only its grandchild holds the pipes.
         const auto start = clock_type::now();
