@@ -84,7 +84,7 @@ conflux::task<std::optional<double>> wrk(const std::string& wrk_path, std::uint1
     std::vector<std::string> args{"-t1", std::string("-c") + connections,
                                   std::string("-d") + duration,
                                   "http://127.0.0.1:" + std::to_string(port) + "/"};
-    auto r = co_await conflux::exec_file(wrk_path, args, std::move(options));
+    auto r = co_await conflux::exec_file(wrk_path, args, options);
     const auto at = r.out.find("Requests/sec:");
     if (at == std::string::npos) co_return std::nullopt;
     co_return std::atof(r.out.c_str() + at + 13);
@@ -139,11 +139,12 @@ conflux::task<std::optional<double>> node_cluster(const std::string& wrk_path,
         auto probe = conflux::tcp_listener::bind("127.0.0.1", 0);
         port = probe.local_endpoint().port();
     }
-    auto child =
-        conflux::spawn(*node, {script, std::to_string(workers), std::to_string(port), sched},
-                       {.stdio = {conflux::stdio_spec::ignore(), conflux::stdio_spec::pipe(),
-                                  conflux::stdio_spec::inherit()},
-                        .timeout = std::chrono::seconds(60)});
+    conflux::spawn_options options{.stdio = {conflux::stdio_spec::ignore(),
+                                             conflux::stdio_spec::pipe(),
+                                             conflux::stdio_spec::inherit()},
+                                   .timeout = std::chrono::seconds(60)};
+    auto child = conflux::spawn(
+        *node, {script, std::to_string(workers), std::to_string(port), sched}, options);
     auto line = co_await child.out().read_line();
     std::optional<double> figure;
     if (line && line->rfind("listening", 0) == 0) figure = co_await wrk(wrk_path, port);

@@ -88,10 +88,11 @@ conflux::task<int> producer(std::uint64_t n) {
     // as its fd 3, and the command line says which fd and how many numbers to expect. The
     // consumer prints to our stdout, so 0-2 are inherited instead of piped.
     using conflux::stdio_spec;
-    conflux::child_process child = conflux::spawn(
-        std::filesystem::path("/proc/self/exe"), {"consumer", "3", std::to_string(n)},
-        {.stdio = {stdio_spec::inherit(), stdio_spec::inherit(), stdio_spec::inherit(),
-                   stdio_spec::from_fd(memory.fd())}});
+    conflux::spawn_options options{.stdio = {stdio_spec::inherit(), stdio_spec::inherit(),
+                                             stdio_spec::inherit(),
+                                             stdio_spec::from_fd(memory.fd())}};
+    conflux::child_process child = conflux::spawn(std::filesystem::path("/proc/self/exe"),
+                                                  {"consumer", "3", std::to_string(n)}, options);
 
     // push sleeps in atomic_view::wait while the ring is full, which would stall this event
     // loop (and with it the watch on the child's exit): produce on a thread of its own.

@@ -9,6 +9,7 @@
 #include <conflux/process_options.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/fork_hooks.hpp>
+#include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/unique_fd.hpp>
 
@@ -363,8 +364,9 @@ bool register_entry(std::string name, F fn) {
 /// ```
 ///
 /// GCC 12 destroys an aggregate temporary written inside a `co_await` expression twice, so
-/// options are taken by reference and there are overloads without them: give options a name
-/// first (`spawn_options opts{...}; co_await fork("w", {}, opts);`).
+/// there options written in the call do not compile (a static_assert says what to write):
+/// give them a name first (`spawn_options opts{...}; co_await fork("w", {}, opts);`).
+/// `ipc_options` is trivially destructible and safe in the call everywhere.
 [[nodiscard]] inline task<forked_child> fork(std::string_view entry, arguments args,
                                              const spawn_options& options, const ipc_options& ipc) {
     return detail::start_fork("/proc/self/exe", std::string(entry), std::move(args), options, ipc);
@@ -402,6 +404,36 @@ bool register_entry(std::string name, F fn) {
 [[nodiscard]] inline task<forked_child> fork_file(std::string_view program, arguments args = {}) {
     return fork_file(program, std::move(args), spawn_options(), ipc_options());
 }
+
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+// GCC 12 only: spawn options written in the call would be destroyed twice; refused.
+#define CONFLUX_DETAIL_FORK_REFUSED(T)                                                             \
+    static_assert(detail::refused_temporary<T>,                                                    \
+                  "GCC 12 destroys options written inside a co_await expression twice: name "      \
+                  "the options first: `conflux::spawn_options o{...}; co_await "                   \
+                  "conflux::fork(entry, args, o);` (GCC >= 13 and Clang accept them in the call)")
+template <class Refused = void>
+task<forked_child> fork(std::string_view, arguments, spawn_options&&, const ipc_options&) {
+    CONFLUX_DETAIL_FORK_REFUSED(Refused);
+    return {};
+}
+template <class Refused = void>
+task<forked_child> fork(std::string_view, arguments, spawn_options&&) {
+    CONFLUX_DETAIL_FORK_REFUSED(Refused);
+    return {};
+}
+template <class Refused = void>
+task<forked_child> fork_file(std::string_view, arguments, spawn_options&&, const ipc_options&) {
+    CONFLUX_DETAIL_FORK_REFUSED(Refused);
+    return {};
+}
+template <class Refused = void>
+task<forked_child> fork_file(std::string_view, arguments, spawn_options&&) {
+    CONFLUX_DETAIL_FORK_REFUSED(Refused);
+    return {};
+}
+#undef CONFLUX_DETAIL_FORK_REFUSED
+#endif
 
 /// True in a process started by `fork`/`fork_file` (or by Node's `fork`), inside
 /// `conflux::run`.

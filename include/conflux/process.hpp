@@ -11,6 +11,7 @@
 #include <conflux/task.hpp>
 #include <conflux/when_all.hpp>
 #include <conflux/detail/child_state.hpp>
+#include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/launch.hpp>
 
 #include <concepts>
@@ -245,6 +246,28 @@ child_process spawn(const Path& program, const arguments& args = {},
     return spawn(std::string_view(program.native()), args, options);
 }
 
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+/// GCC 12 only: `spawn(p, args, {...})` inside a `co_await` expression destroys the options
+/// twice, and a call cannot tell whether it is inside one, so options written in the call are
+/// refused there (the overload taking `const spawn_options&` serves named options).
+template <class Refused = void>
+child_process spawn(std::string_view, const arguments&, spawn_options&&) {
+    static_assert(detail::refused_temporary<Refused>,
+                  "GCC 12 destroys options written inside a co_await expression twice: name "
+                  "the options first: `conflux::spawn_options o{...}; conflux::spawn(p, args, "
+                  "o);` (GCC >= 13 and Clang accept them in the call)");
+    return {};
+}
+template <std::same_as<std::filesystem::path> Path>
+child_process spawn(const Path&, const arguments&, spawn_options&&) {
+    static_assert(detail::refused_temporary<Path>,
+                  "GCC 12 destroys options written inside a co_await expression twice: name "
+                  "the options first: `conflux::spawn_options o{...}; conflux::spawn(p, args, "
+                  "o);` (GCC >= 13 and Clang accept them in the call)");
+    return {};
+}
+#endif
+
 /// What `exec` and `exec_file` captured.
 struct exec_result {
     std::string out;
@@ -414,11 +437,11 @@ inline task<exec_result> run_exec(std::string label, std::string program,
 /// auto r = co_await conflux::exec_file("git", {"rev-parse", "HEAD"}, opts);
 /// ```
 ///
-/// GCC 12 destroys an aggregate temporary written inside a `co_await` expression twice
-/// (`co_await exec_file(p, {}, {.cwd = d})` corrupts memory there; Clang is fine): with GCC 12,
-/// give the options a name first, as above. The overloads without options are safe.
+/// GCC 12 destroys an aggregate temporary written inside a `co_await` expression twice, so
+/// there `co_await exec_file(p, {}, {.cwd = d})` does not compile (a static_assert says to
+/// name the options first, as above); GCC >= 13 and Clang take options written in the call.
 [[nodiscard]] inline task<exec_result> exec_file(std::string_view program, arguments args,
-                                                 exec_options options) {
+                                                 detail::options_arg<exec_options> options) {
     std::string label = "exec_file \"" + std::string(program) + "\"";
     return detail::run_exec(std::move(label), std::string(program), std::move(args.list()),
                             std::move(options));
@@ -427,14 +450,15 @@ inline task<exec_result> run_exec(std::string label, std::string program,
 /// `exec_file` with the program given as a `std::filesystem::path`.
 template <std::same_as<std::filesystem::path> Path>
 [[nodiscard]] task<exec_result> exec_file(const Path& program, arguments args,
-                                          exec_options options) {
+                                          detail::options_arg<exec_options> options) {
     return exec_file(std::string_view(program.native()), std::move(args), std::move(options));
 }
 
 /// `exec_file` with the program given as a `std::filesystem::path`, default options.
 template <std::same_as<std::filesystem::path> Path>
 [[nodiscard]] task<exec_result> exec_file(const Path& program, arguments args = {}) {
-    return exec_file(std::string_view(program.native()), std::move(args), exec_options());
+    return exec_file(std::string_view(program.native()), std::move(args),
+                     detail::options_arg<exec_options>(exec_options()));
 }
 
 /// Runs `command` through the shell (`.shell -c command`, default /bin/sh) like `exec_file`.
@@ -443,7 +467,7 @@ template <std::same_as<std::filesystem::path> Path>
 ///
 /// `exec_file` with default options.
 [[nodiscard]] inline task<exec_result> exec_file(std::string_view program, arguments args = {}) {
-    return exec_file(program, std::move(args), exec_options());
+    return exec_file(program, std::move(args), detail::options_arg<exec_options>(exec_options()));
 }
 
 /// ```
@@ -451,7 +475,8 @@ template <std::same_as<std::filesystem::path> Path>
 /// ```
 ///
 /// As for `exec_file`: with GCC 12, options are given as a named variable.
-[[nodiscard]] inline task<exec_result> exec(std::string_view command, exec_options options) {
+[[nodiscard]] inline task<exec_result> exec(std::string_view command,
+                                            detail::options_arg<exec_options> options) {
     std::string shell = options.shell;
     std::string label = "exec \"" + std::string(command) + "\"";
     std::vector<std::string> args{"-c", std::string(command)};
@@ -461,7 +486,37 @@ template <std::same_as<std::filesystem::path> Path>
 
 /// `exec` with default options.
 [[nodiscard]] inline task<exec_result> exec(std::string_view command) {
-    return exec(command, exec_options());
+    return exec(command, detail::options_arg<exec_options>(exec_options()));
 }
+
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+/// GCC 12 only: options written in the call (`co_await exec(cmd, {.cwd = d})`) would be
+/// destroyed twice, so they are refused; the overloads taking `const exec_options&` serve
+/// named options.
+template <class Refused = void>
+task<exec_result> exec(std::string_view, exec_options&&) {
+    static_assert(detail::refused_temporary<Refused>,
+                  "GCC 12 destroys options written inside a co_await expression twice: name "
+                  "the options first: `conflux::exec_options o{...}; co_await "
+                  "conflux::exec(cmd, o);` (GCC >= 13 and Clang accept them in the call)");
+    return {};
+}
+template <class Refused = void>
+task<exec_result> exec_file(std::string_view, arguments, exec_options&&) {
+    static_assert(detail::refused_temporary<Refused>,
+                  "GCC 12 destroys options written inside a co_await expression twice: name "
+                  "the options first: `conflux::exec_options o{...}; co_await "
+                  "conflux::exec_file(p, args, o);` (GCC >= 13 and Clang accept them in the call)");
+    return {};
+}
+template <std::same_as<std::filesystem::path> Path>
+task<exec_result> exec_file(const Path&, arguments, exec_options&&) {
+    static_assert(detail::refused_temporary<Path>,
+                  "GCC 12 destroys options written inside a co_await expression twice: name "
+                  "the options first: `conflux::exec_options o{...}; co_await "
+                  "conflux::exec_file(p, args, o);` (GCC >= 13 and Clang accept them in the call)");
+    return {};
+}
+#endif
 
 } // namespace conflux

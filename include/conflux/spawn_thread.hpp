@@ -7,6 +7,7 @@
 #include <conflux/task.hpp>
 #include <conflux/thread_pool.hpp>
 #include <conflux/detail/driver.hpp>
+#include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/join.hpp>
 #include <conflux/detail/native_thread.hpp>
 #include <conflux/detail/result.hpp>
@@ -180,6 +181,14 @@ using spawn_thread_result_t = typename detail::unwrap_task<
 /// auto digest = co_await conflux::spawn_thread(sha256, std::move(data));
 /// co_await conflux::spawn_thread([]() -> conflux::task<> { co_await serve(); });
 /// ```
+///
+/// With GCC 12, a lambda with captures (or an aggregate) written in the call inside a
+/// `co_await` expression would be destroyed twice, so rvalues of those types do not compile
+/// there (a static_assert says what to write): name the lambda first, or pass what it would
+/// capture as arguments (`spawn_thread([](std::vector<int> v) {...}, v)`).
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+namespace detail {
+#endif
 template <class F, class... Args>
 task<spawn_thread_result_t<F, Args...>> spawn_thread(F f, Args... args) {
     using call_t = detail::call_result_t<F, Args...>;
@@ -197,6 +206,22 @@ task<spawn_thread_result_t<F, Args...>> spawn_thread(F f, Args... args) {
     detail::thread_awaiter<R, decltype(body)> awaiter(std::move(body), detail::thread_options{});
     co_return co_await awaiter;
 }
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+} // namespace detail
+
+// The check needs the arguments' value categories, which only forwarding references keep;
+// it then hands them to the coroutine above.
+template <class F, class... Args>
+task<spawn_thread_result_t<F, Args...>> spawn_thread(F&& f, Args&&... args) {
+    static_assert(!detail::gcc12_unsafe_rvalue<F> && !(detail::gcc12_unsafe_rvalue<Args> || ...),
+                  "GCC 12 destroys a lambda with captures, or an aggregate, written inside a "
+                  "co_await expression twice: name it first (`auto fn = [v] {...}; co_await "
+                  "conflux::spawn_thread(fn);`) or pass what it captures as arguments "
+                  "(`spawn_thread([](T v) {...}, v)`) (GCC >= 13 and Clang accept it)");
+    return detail::spawn_thread<std::decay_t<F>, std::decay_t<Args>...>(
+        std::forward<F>(f), std::forward<Args>(args)...);
+}
+#endif
 
 /// Runs the short CPU-bound `f(args...)` on a shared pool of threads (libuv's thread pool:
 /// `CONFLUX_THREADPOOL_SIZE` threads, 4 by default) and resumes the caller, on its own
@@ -206,11 +231,30 @@ task<spawn_thread_result_t<F, Args...>> spawn_thread(F f, Args... args) {
 /// ```
 /// std::uint64_t n = co_await conflux::offload([] { return count_primes(1'000'000); });
 /// ```
+///
+/// With GCC 12, refuses the same temporaries as `spawn_thread`, for the same reason.
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+namespace detail {
+#endif
 template <class F, class... Args>
 task<detail::call_result_t<F, Args...>> offload(F f, Args... args) {
     std::stop_token token = co_await get_stop_token();
     co_await detail::default_pool().schedule();
     co_return detail::invoke_with_token(f, std::move(token), args...);
 }
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+} // namespace detail
+
+template <class F, class... Args>
+task<detail::call_result_t<std::decay_t<F>, std::decay_t<Args>...>> offload(F&& f, Args&&... args) {
+    static_assert(!detail::gcc12_unsafe_rvalue<F> && !(detail::gcc12_unsafe_rvalue<Args> || ...),
+                  "GCC 12 destroys a lambda with captures, or an aggregate, written inside a "
+                  "co_await expression twice: name it first (`auto fn = [v] {...}; co_await "
+                  "conflux::offload(fn);`) or pass what it captures as arguments "
+                  "(`offload([](T v) {...}, v)`) (GCC >= 13 and Clang accept it)");
+    return detail::offload<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f),
+                                                                   std::forward<Args>(args)...);
+}
+#endif
 
 } // namespace conflux
