@@ -386,8 +386,9 @@ bool register_entry(std::string name, F fn) {
 /// Starts another program with an IPC channel to it: a conflux program (it calls
 /// `conflux::run`, reaches us through `conflux::parent()`), or with `{.mode =
 /// ipc_mode::json}` any program speaking Node's IPC — `fork_file("node", {"child.js"},
-/// {}, {.mode = conflux::ipc_mode::json})`, where `process.send` and `process.on('message')`
-/// work as under Node's own `fork`. Resumes, throws and defaults as `fork`.
+/// opts, {.mode = conflux::ipc_mode::json})` (`opts` a named `spawn_options`), where
+/// `process.send` and `process.on('message')` work as under Node's own `fork`. Resumes,
+/// throws and defaults as `fork`.
 [[nodiscard]] inline task<forked_child> fork_file(std::string_view program, arguments args,
                                                   const spawn_options& options,
                                                   const ipc_options& ipc) {
