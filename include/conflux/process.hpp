@@ -424,13 +424,15 @@ inline task<exec_result> run_exec(std::string label, std::string program,
 /// them with the exit status once the child has exited and both pipes are closed.
 ///
 /// Throws `process_error` (carrying the `exec_result`) on a non-zero exit or a signal unless
-/// `.check = false`, and always on `.timeout` or `.max_buffer` overflow (the child is killed
-/// with `.kill_signal`, then SIGKILL; the captured prefix is kept). Spawn failures throw
-/// `std::system_error` naming the program, bad input `std::invalid_argument`.
+/// `.check = false`, and always on `.timeout`, `.max_buffer` overflow or an expired
+/// `.wait_delay` (`output_incomplete()`: a descendant still held the pipes); the child is
+/// killed with `.kill_signal`, then SIGKILL, and what was captured is kept. Spawn failures
+/// throw `std::system_error` naming the program, bad input `std::invalid_argument`.
 ///
-/// Must be awaited on an event loop's thread; resumes there. Cancelled by `.stop_token` or,
-/// when that is empty, the inherited stop token: the child is killed and reaped, then
-/// `operation_cancelled` is thrown.
+/// Must be awaited on an event loop's thread; resumes there. `.timeout` and cancellation
+/// (`.stop_token` or, when that is empty, the inherited stop token) bound the whole call,
+/// reading the pipes after the child's exit included: the child (its group with
+/// `.kill_tree`) is killed and reaped, and `timed_out()` / `operation_cancelled` is thrown.
 ///
 /// ```
 /// conflux::exec_options opts{.cwd = repo, .timeout = 5s};
