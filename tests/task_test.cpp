@@ -3,12 +3,16 @@
 #include <conflux/sleep.hpp>
 #include <conflux/task.hpp>
 #include <conflux/thread_pool.hpp>
+#include <conflux/when_any.hpp>
 
 #include "support/test_support.hpp"
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -56,6 +60,108 @@ conflux::task<> sleeps_forever(int* destroyed) {
     co_await conflux::sleep_for(24h);
 }
 
+// --- deep chains of awaits -------------------------------------------------------------------
+
+// Deep enough to overflow an 8 MiB stack were each level to keep even 84 bytes of it.
+constexpr int deep_levels = 100'000;
+
+// The lowest and highest native stack addresses seen at the probes of one test. A chain that
+// kept stack per level would span megabytes (and crash first); a flat one spans at most the
+// few kilobytes that awaits may nest above a resume loop, and the frames of the test itself.
+struct stack_span {
+    std::uintptr_t low = UINTPTR_MAX;
+    std::uintptr_t high = 0;
+    void probe() {
+        const std::uintptr_t here = stack_address();
+        low = std::min(low, here);
+        high = std::max(high, here);
+    }
+    std::uintptr_t bytes() const { return high - low; }
+};
+constexpr std::uintptr_t flat_stack_bytes = 256 * 1024;
+
+// Where the innermost level of a chain waits, if it does.
+enum class innermost { completes, sleeps, yields_to_loop, hops_to_pool, resumes_inline };
+
+// Suspends and resumes its coroutine at once, inside await_suspend: a foreign awaitable that
+// completes synchronously on the awaiting coroutine's own stack.
+//
+// Out of line: Clang 14 at -O1 and above miscompiles a coroutine into which such an
+// await_suspend is inlined — the coroutine loses a temporary across its other suspensions
+// and crashes as it resumes from them, with conflux's earlier task as with this one (Clang 19
+// is right). This test is about conflux's resume loop, not that.
+struct resumes_inline {
+    bool await_ready() const noexcept { return false; }
+    [[gnu::noinline]] void await_suspend(std::coroutine_handle<> h) const { h.resume(); }
+    void await_resume() const noexcept {}
+};
+
+conflux::task<> hop_to(conflux::thread_pool& pool) { co_await pool.schedule(); }
+
+struct chain_context {
+    innermost how = innermost::completes;
+    conflux::thread_pool* pool = nullptr;
+    stack_span span;
+};
+
+// `co_return 1 + co_await deep(n - 1)`, probing the stack at every level on the way back up.
+conflux::task<long> deep(int n, chain_context& c) {
+    if (n == 0) {
+        c.span.probe();
+        switch (c.how) {
+        case innermost::completes:
+            break;
+        case innermost::sleeps:
+            co_await conflux::sleep_for(1ms);
+            break;
+        case innermost::yields_to_loop:
+            co_await conflux::event_loop::current()->schedule();
+            break;
+        case innermost::hops_to_pool:
+            co_await c.pool->schedule();
+            // Then completes on a pool thread as the awaiter of a task completing there too:
+            // the levels above must still unwind on their own executor, the loop.
+            co_await hop_to(*c.pool);
+            break;
+        case innermost::resumes_inline:
+            co_await resumes_inline{};
+            break;
+        }
+        c.span.probe();
+        co_return 0;
+    }
+    const long below = co_await deep(n - 1, c);
+    c.span.probe();
+    co_return 1 + below;
+}
+
+conflux::task<long> deep_throw(int n) {
+    if (n == 0) throw std::runtime_error("from the bottom");
+    co_return 1 + co_await deep_throw(n - 1);
+}
+
+// A chain `n` deep whose innermost task sleeps for a day, cancellable through the stop token
+// it inherits from the top.
+conflux::task<long> deep_sleeper(int n, bool& inherited) {
+    if (n == 0) {
+        inherited = (co_await conflux::get_stop_token()).stop_possible();
+        co_await conflux::sleep_for(24h);
+        co_return 0;
+    }
+    co_return 1 + co_await deep_sleeper(n - 1, inherited);
+}
+
+// A loop of awaits of tasks that complete at once, run at the bottom of a chain `n` deep.
+conflux::task<long> loop_at_depth(int n, int awaits, stack_span& span) {
+    if (n > 0) co_return co_await loop_at_depth(n - 1, awaits, span);
+    long sum = 0;
+    for (int i = 0; i < awaits; ++i) {
+        sum += co_await value(1);
+        if (i % 1024 == 0) span.probe();
+    }
+    co_return sum;
+}
+
 } // namespace
 
 TEST_CASE("a task returns its value, void and references") {
@@ -91,6 +197,59 @@ TEST_CASE("a million synchronously completing awaits keep the stack flat") {
         co_return (sum == 1'000'000 && first == last);
     };
     CHECK(conflux::run(loop()));
+}
+
+TEST_CASE("a chain of 100 000 nested awaits runs on a flat stack") {
+    chain_context c;
+    CHECK(conflux::run(deep(deep_levels, c)) == deep_levels);
+    CHECK(c.span.bytes() < flat_stack_bytes);
+}
+
+TEST_CASE("a chain of 100 000 whose innermost task waits resumes through every level") {
+    conflux::thread_pool pool(1);
+    for (innermost how : {innermost::sleeps, innermost::yields_to_loop, innermost::hops_to_pool,
+                          innermost::resumes_inline}) {
+        CAPTURE(static_cast<int>(how));
+        chain_context c{how, &pool, {}};
+        auto top = [&]() -> conflux::task<bool> {
+            const auto loop_thread = conflux_test::thread_id();
+            const long levels = co_await deep(deep_levels, c);
+            // Executor affinity holds at the top too: the chain may have unwound on the pool.
+            co_return (levels == deep_levels && conflux_test::thread_id() == loop_thread);
+        };
+        CHECK(conflux::run(top()));
+        // The chain went down on one stack and, for a hop, came back up on another.
+        if (how != innermost::hops_to_pool) CHECK(c.span.bytes() < flat_stack_bytes);
+    }
+}
+
+TEST_CASE("an exception propagates up 100 000 levels") {
+    auto top = []() -> conflux::task<std::string> {
+        try {
+            co_await deep_throw(deep_levels);
+        } catch (const std::runtime_error& e) {
+            co_return e.what();
+        }
+        co_return "not thrown";
+    };
+    CHECK(conflux::run(top()) == "from the bottom");
+}
+
+TEST_CASE("a stop request reaches the innermost of 100 000 levels and unwinds them all") {
+    bool inherited = false;
+    auto top = [&]() -> conflux::task<std::size_t> {
+        auto r = co_await conflux::when_any(deep_sleeper(deep_levels, inherited),
+                                            conflux::sleep_for(1ms));
+        co_return r.index();
+    };
+    CHECK(conflux::run(top()) == 1);
+    CHECK(inherited);
+}
+
+TEST_CASE("synchronous awaits at the bottom of a deep chain keep the stack flat") {
+    stack_span span;
+    CHECK(conflux::run(loop_at_depth(1000, 200'000, span)) == 200'000);
+    CHECK(span.bytes() < flat_stack_bytes);
 }
 
 TEST_CASE("destroying an unstarted task frees its frame") {
@@ -145,6 +304,25 @@ TEST_CASE("an awaiter resumes on its own executor after the task hopped to a poo
         auto pool_thread = co_await hop();
         bool resumed_home = conflux_test::thread_id() == loop_thread;
         co_return (pool_thread != loop_thread && resumed_home &&
+                   conflux::event_loop::current() != nullptr);
+    };
+    for (int i = 0; i < 200; ++i) REQUIRE(conflux::run(outer()));
+}
+
+TEST_CASE("an awaiter resumes on its own executor after the task completed on a pool's loop") {
+    // The task hops to the pool and awaits there a task that hops again: it is resumed, and
+    // completes, in a trampoline loop on a pool thread, and must still send its awaiter back
+    // to the event loop.
+    conflux::thread_pool pool(2);
+    auto hop_then_await = [&]() -> conflux::task<std::thread::id> {
+        co_await pool.schedule();
+        co_await hop_to(pool);
+        co_return conflux_test::thread_id();
+    };
+    auto outer = [&]() -> conflux::task<bool> {
+        const auto loop_thread = conflux_test::thread_id();
+        const auto pool_thread = co_await hop_then_await();
+        co_return (pool_thread != loop_thread && conflux_test::thread_id() == loop_thread &&
                    conflux::event_loop::current() != nullptr);
     };
     for (int i = 0; i < 200; ++i) REQUIRE(conflux::run(outer()));

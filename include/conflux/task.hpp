@@ -4,12 +4,14 @@
 
 #include <conflux/executor.hpp>
 #include <conflux/detail/result.hpp>
+#include <conflux/detail/trampoline.hpp>
 #include <conflux/detail/work_item.hpp>
 
-#include <atomic>
 #include <concepts>
 #include <coroutine>
 #include <exception>
+#include <memory>
+#include <new>
 #include <stdexcept>
 #include <stop_token>
 #include <type_traits>
@@ -46,28 +48,16 @@ public:
         bool await_ready() const noexcept { return false; }
 
         template <class Promise>
-        std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> self) noexcept {
+        void await_suspend(std::coroutine_handle<Promise> self) noexcept {
             task_promise_base& p = self.promise();
-            // The awaiter and this final step race to the flag. If the awaiter has not
-            // suspended yet (this task completed inside its await_suspend, or on another
-            // thread meanwhile), it sees the flag set and simply carries on: a million tasks
-            // that complete synchronously in a row never nest, whether or not the compiler
-            // turns symmetric transfer into a tail call (GCC does not at -O0).
-            // acq_rel: publishes the result to the awaiter, and sees its continuation.
-            if (!p.m_handoff.exchange(true, std::memory_order_acq_rel)) {
-                return std::noop_coroutine();
+            // When this task is the current coroutine of the innermost trampoline loop (it
+            // started inside its awaiter's await, or the loop resumed it) and the loop runs
+            // on the awaiter's executor, the loop resumes the awaiter as soon as this frame
+            // is suspended. A task that completes at once returns this way into its awaiter's
+            // await, and a chain of any depth unwinds this way on a flat stack.
+            if (!trampoline_hand_over(self, p.m_continuation, p.m_resume_on)) {
+                p.resume_awaiter();
             }
-            // Executor affinity: the awaiter resumes on the executor it was running on. When
-            // this task finished there too (the common case), symmetric transfer keeps the
-            // stack flat however many tasks complete synchronously in a row.
-            if (!p.m_resume_on || p.m_resume_on.running_in_this_thread()) {
-                return p.m_continuation;
-            }
-            p.m_resume_item.handle = p.m_continuation;
-            // After enqueue the awaiter may run on another thread and destroy this frame at
-            // once: nothing here may touch `p` afterwards.
-            p.m_resume_on.enqueue(&p.m_resume_item);
-            return std::noop_coroutine();
         }
 
         void await_resume() const noexcept {}
@@ -78,45 +68,90 @@ public:
     /// The stop token this task inherited from the coroutine that awaits it.
     const std::stop_token& get_stop_token() const noexcept { return m_stop_token; }
 
-    /// Starts the task for an awaiter. Returns false when the task already completed, so the
-    /// awaiter must not suspend; otherwise the task will resume the awaiter when it completes.
-    bool start(std::coroutine_handle<> self, std::coroutine_handle<> continuation,
-               any_executor resume_on, std::stop_token token) noexcept {
+    /// Records who awaits the task, before it starts: the coroutine to resume when it
+    /// completes, the executor to resume it on, and the stop token the task inherits.
+    void prepare(std::coroutine_handle<> continuation, any_executor resume_on,
+                 std::stop_token token) noexcept {
         m_continuation = continuation;
         m_resume_on = resume_on;
         m_stop_token = std::move(token);
-        self.resume();
-        return !m_handoff.exchange(true, std::memory_order_acq_rel);
     }
 
 private:
-    std::atomic<bool> m_handoff{false};
+    // The task completes as no loop's current coroutine (an executor or an event resumed it),
+    // or on another executor than its awaiter's. Executor affinity: the awaiter resumes on the
+    // executor it was running on. When that is this one, in a loop started here, which the
+    // tasks above it hand over to in turn as they complete; else through that executor's
+    // queue. Once the awaiter runs it may destroy this frame: nothing here touches `this`
+    // afterwards.
+    [[gnu::noinline]] void resume_awaiter() noexcept {
+        if (!m_resume_on || m_resume_on.running_in_this_thread()) {
+            trampoline_run(m_continuation);
+            return;
+        }
+        // Made here, not with the frame: most tasks never need it (and a frame initialised
+        // in fewer stores is measurably quicker to start).
+        auto* item = ::new (static_cast<void*>(m_resume_storage)) resume_item();
+        item->handle = m_continuation;
+        // After enqueue the awaiter may run on another thread and destroy this frame at
+        // once: nothing here may touch `this` afterwards.
+        m_resume_on.enqueue(item);
+    }
+
     std::coroutine_handle<> m_continuation;
     any_executor m_resume_on;
-    resume_item m_resume_item;
+    alignas(resume_item) unsigned char m_resume_storage[sizeof(resume_item)]; // see above
     std::stop_token m_stop_token;
 };
 
 template <class T>
 class task_promise : public task_promise_base {
+    // A reference is kept as a pointer.
+    using stored_t = std::conditional_t<std::is_reference_v<T>,
+                                        std::add_pointer_t<std::remove_reference_t<T>>, T>;
+
 public:
+    task_promise() noexcept {}
+    task_promise(const task_promise&) = delete;
+    task_promise& operator=(const task_promise&) = delete;
+    ~task_promise() {
+        if (m_has_value) std::destroy_at(std::addressof(m_value));
+    }
+
     task<T> get_return_object() noexcept;
 
     template <std::convertible_to<T> U>
     void return_value(U&& value) {
         if constexpr (std::is_reference_v<T>) {
-            m_result.set_value(static_cast<T>(std::forward<U>(value)));
+            std::construct_at(std::addressof(m_value),
+                              std::addressof(static_cast<T>(std::forward<U>(value))));
         } else {
-            m_result.set_value(std::forward<U>(value));
+            std::construct_at(std::addressof(m_value), std::forward<U>(value));
+        }
+        m_has_value = true;
+    }
+
+    void unhandled_exception() noexcept { m_exception = std::current_exception(); }
+
+    T take_result() {
+        if (m_exception) [[unlikely]] {
+            std::rethrow_exception(m_exception);
+        }
+        if constexpr (std::is_reference_v<T>) {
+            return static_cast<T>(*m_value);
+        } else {
+            return std::move(m_value);
         }
     }
 
-    void unhandled_exception() noexcept { m_result.set_exception(std::current_exception()); }
-
-    T take_result() { return m_result.take(); }
-
 private:
-    result<T> m_result;
+    // Not a detail::result: a task's value is set at most once, into empty storage, and the
+    // awaits of tasks that complete at once are worth the few instructions this saves.
+    union {
+        stored_t m_value;
+    };
+    bool m_has_value = false;
+    std::exception_ptr m_exception;
 };
 
 template <>
@@ -142,11 +177,13 @@ private:
 ///
 /// Nothing runs until the task is awaited (or handed to `run`, `when_all`, `when_any`,
 /// `event_loop::detach`). Awaiting starts it on the awaiter's thread; a task that completes
-/// without suspending hands its value straight back (the stack stays flat however many such
-/// awaits run in a row), and one that suspended resumes its awaiter by symmetric transfer
-/// when it completes. Its value is returned and its exception rethrown in the awaiter. The awaiter
-/// resumes on the executor it was running on when it awaited, even if the task moved to another
-/// executor meanwhile. A task inherits its awaiter's stop token: see `get_stop_token()`.
+/// without suspending hands its value straight back, and one that suspended resumes its
+/// awaiter when it completes. Nesting costs no native stack: tasks run from a per-thread
+/// resume loop (see detail/trampoline.hpp), so a chain of awaits of any depth, and any number
+/// of awaits in a row, run on a flat stack. Its value is returned and its exception rethrown
+/// in the awaiter. The awaiter resumes on the executor it was running on when it awaited, even
+/// if the task moved to another executor meanwhile. A task inherits its awaiter's stop token:
+/// see `get_stop_token()`.
 ///
 /// Destroying a task that has not run, or that is suspended, destroys its frame (and, through
 /// it, the frames of the tasks it is awaiting). A task can be awaited once.
@@ -190,22 +227,34 @@ private:
         std::coroutine_handle<promise_type> m_handle;
 
         bool await_ready() const {
-            if (!m_handle) {
-                throw std::logic_error("conflux::task: awaiting an empty (moved-from) task");
-            }
-            if (m_handle.done()) {
-                throw std::logic_error("conflux::task: awaiting a task that already ran");
+            if (!m_handle || m_handle.done()) [[unlikely]] {
+                bad_await(static_cast<bool>(m_handle));
             }
             return false;
         }
 
+        // Starts the task in the innermost trampoline loop (see detail/trampoline.hpp), or a
+        // loop of its own: suspends unless the task completed at once. No native stack is kept
+        // per level of nesting beyond the loop's bound.
         template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> awaiting) noexcept {
-            return m_handle.promise().start(m_handle, awaiting, current_executor(),
-                                            detail::stop_token_of(awaiting));
+        [[gnu::always_inline]] bool
+        await_suspend(std::coroutine_handle<Promise> awaiting) noexcept {
+            detail::trampoline& loop = *detail::trampoline_slot();
+            // The awaiter's executor: the loop's when the awaiter is its current coroutine
+            // (the common case, and no call), else the thread's.
+            m_handle.promise().prepare(
+                awaiting, loop.current == awaiting ? loop.executor : current_executor(),
+                detail::stop_token_of(awaiting));
+            return !detail::trampoline_start(loop, m_handle, awaiting);
         }
 
         T await_resume() { return m_handle.promise().take_result(); }
+
+        // Out of line, so that the awaits of every task stay small.
+        [[noreturn, gnu::noinline, gnu::cold]] static void bad_await(bool valid) {
+            throw std::logic_error(valid ? "conflux::task: awaiting a task that already ran"
+                                         : "conflux::task: awaiting an empty (moved-from) task");
+        }
     };
 
     void destroy() noexcept {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <conflux/detail/result.hpp>
+#include <conflux/detail/trampoline.hpp>
 
 #include <array>
 #include <atomic>
@@ -15,7 +16,8 @@ namespace conflux::detail {
 
 /// An internal coroutine that awaits a task on behalf of `run`, `detach`, `when_all` and
 /// `when_any`. It starts when resumed, and at its end calls `on_finish` with its own frame
-/// suspended, which decides where control goes next (symmetric transfer) and may destroy it.
+/// suspended, which decides where control goes next (handed to the trampoline loop that
+/// resumed the driver, if one did, else by symmetric transfer) and may destroy it.
 class driver {
 public:
     using finish_fn = std::coroutine_handle<> (*)(void* context,
@@ -35,7 +37,16 @@ public:
             bool await_ready() const noexcept { return false; }
             std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept {
                 promise_type& p = h.promise();
-                return p.m_on_finish ? p.m_on_finish(p.m_context, h) : std::noop_coroutine();
+                const std::coroutine_handle<> next =
+                    p.m_on_finish ? p.m_on_finish(p.m_context, h) : std::noop_coroutine();
+                // `h` may be destroyed by now: only its address is compared. A driver that a
+                // trampoline loop resumed hands the next coroutine to the loop, which keeps
+                // the stack flat where symmetric transfer would not (GCC at -O0).
+                // on_finish hands over only what may run on this thread's executor.
+                if (next != std::noop_coroutine() && trampoline_hand_over(h, next, {})) {
+                    return std::noop_coroutine();
+                }
+                return next;
             }
             void await_resume() const noexcept {}
         };
