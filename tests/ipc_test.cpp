@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <variant>
 #include <vector>
@@ -584,4 +585,80 @@ TEST_CASE("messages too large or too deep are refused on the sending side") {
         co_await a.send(std::string("still fine"));
         CHECK(co_await b.receive<std::string>() == std::string("still fine"));
     }());
+}
+
+namespace {
+
+task<int> wins_at_once() { co_return 7; }
+
+} // namespace
+
+TEST_CASE("a receive that loses a when_any takes no message, binary and json") {
+    conflux_test::watchdog dog(10s);
+    for (auto mode : {conflux::ipc_mode::binary, conflux::ipc_mode::json}) {
+        CAPTURE(static_cast<int>(mode));
+        conflux::run([](conflux::ipc_mode mode) -> task<void> {
+            conflux::ipc_options options;
+            options.mode = mode;
+            auto a_b = ipc_channel::pair(options);
+            auto& a = a_b.first;
+            auto& b = a_b.second;
+            const std::string one = "\"one\"";
+            const std::string two = "\"two\"";
+            co_await a.send(one);
+            co_await a.send(two);
+            co_await a.flush();
+            // Both messages arrive in one read: the second is then decoded and waiting when
+            // the race starts, its winner already done.
+            CHECK(co_await b.receive<std::string>() == std::optional<std::string>(one));
+            auto r = co_await conflux::when_any(wins_at_once(), b.receive<std::string>());
+            CHECK(r.index() == 0);
+            // And when the message is still in the socket.
+            const std::string three = "\"three\"";
+            co_await a.send(three);
+            co_await a.flush();
+            auto r2 = co_await conflux::when_any(wins_at_once(), b.receive<std::string>());
+            CHECK(r2.index() == 0);
+            CHECK(co_await b.receive<std::string>() == std::optional<std::string>(two));
+            CHECK(co_await b.receive<std::string>() == std::optional<std::string>(three));
+        }(mode));
+    }
+}
+
+TEST_CASE("receives raced against a timer, the sender on another thread: every message, once") {
+    conflux_test::watchdog dog(30s);
+    constexpr int messages = 400;
+    auto a_b = conflux::detail::ipc_socketpair();
+    const int sender_fd = a_b.first.release();
+    const int receiver_fd = a_b.second.release();
+    std::thread sender([sender_fd] {
+        conflux::run([](int fd) -> task<void> {
+            ipc_channel a{conflux::file_descriptor(fd)};
+            for (int i = 0; i < messages; ++i) {
+                co_await a.send(i);
+                if (i % 5 == 0) co_await conflux::sleep_for(200us);
+            }
+            co_await a.flush();
+            a.disconnect();
+        }(sender_fd));
+    });
+    int timeouts = 0;
+    const int received = conflux::run([](int fd, int& timeouts) -> task<int> {
+        ipc_channel b{conflux::file_descriptor(fd)};
+        int expected = 0;
+        for (;;) {
+            auto r = co_await conflux::when_any(b.receive<int>(), conflux::sleep_for(100us));
+            if (r.index() == 1) {
+                ++timeouts;
+                continue;
+            }
+            const std::optional<int>& message = std::get<0>(r);
+            if (!message) co_return expected;
+            CHECK(*message == expected);
+            ++expected;
+        }
+    }(receiver_fd, timeouts));
+    sender.join();
+    CHECK(received == messages);
+    MESSAGE("races lost to the timer: " << timeouts);
 }

@@ -4,15 +4,20 @@
 #include <conflux/stream.hpp>
 #include <conflux/thread_pool.hpp>
 #include <conflux/when_all.hpp>
+#include <conflux/when_any.hpp>
 
 #include <doctest/doctest.h>
 
 #include "support/test_support.hpp"
 
+#include <array>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -226,5 +231,89 @@ TEST_CASE("misuse: closing during an operation or operating on a closed stream i
         p.reader.close();
         p.reader.close(); // idempotent
         CHECK_THROWS_AS(co_await p.reader.read_all(), std::logic_error);
+    }());
+}
+
+namespace {
+
+conflux::task<int> wins_at_once() { co_return 7; }
+
+} // namespace
+
+TEST_CASE("a read that loses a when_any consumes nothing, in every read and both paths") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<> {
+        auto [reader, writer] = make_pipe();
+        co_await writer.write_all("first line\nsecond");
+        std::array<std::byte, 64> bytes{};
+
+        // The winner completes before the read starts: the read finds bytes (in the pipe,
+        // then in the stream's buffer) and must leave them.
+        auto some = co_await conflux::when_any(wins_at_once(), reader.read_some(bytes));
+        CHECK(some.index() == 0);
+        auto line = co_await conflux::when_any(wins_at_once(), reader.read_line());
+        CHECK(line.index() == 0);
+        CHECK(co_await reader.read_line() == std::optional<std::string>("first line"));
+        auto some_buffered = co_await conflux::when_any(wins_at_once(), reader.read_some(bytes));
+        CHECK(some_buffered.index() == 0);
+
+        // A last line without a newline, and read_all cancelled at the end of the stream.
+        writer.close();
+        auto last = co_await conflux::when_any(wins_at_once(), reader.read_line());
+        CHECK(last.index() == 0);
+        auto all = co_await conflux::when_any(wins_at_once(), reader.read_all());
+        CHECK(all.index() == 0);
+        CHECK(co_await reader.read_all() == "second");
+        CHECK(co_await reader.read_line() == std::nullopt);
+    }());
+}
+
+TEST_CASE("read_all cancelled half-way keeps what it had read for the next read") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<> {
+        auto [reader, writer] = make_pipe();
+        co_await writer.write_all("kept ");
+        auto r = co_await conflux::when_any(reader.read_all(), conflux::sleep_for(20ms));
+        CHECK(r.index() == 1);
+        co_await writer.write_all("and the rest");
+        writer.close();
+        CHECK(co_await reader.read_all() == "kept and the rest");
+    }());
+}
+
+TEST_CASE("lines raced against a timer from a writer on another thread: every line, in order") {
+    conflux_test::watchdog dog(30s);
+    static constexpr int lines = 300;
+    conflux::run([]() -> task<> {
+        auto [reader, writer] = make_pipe();
+        const int fd = ::dup(writer.native_handle());
+        REQUIRE(fd >= 0);
+        writer.close();
+        std::thread producer([fd] {
+            for (int i = 0; i < lines; ++i) {
+                const std::string line = std::to_string(i) + "\n";
+                if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+                    std::abort();
+                }
+                if (i % 7 == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
+            }
+            ::close(fd);
+        });
+        int expected = 0;
+        int timeouts = 0;
+        for (;;) {
+            auto r = co_await conflux::when_any(reader.read_line(), conflux::sleep_for(100us));
+            if (r.index() == 1) {
+                ++timeouts;
+                continue;
+            }
+            const std::optional<std::string>& line = std::get<0>(r);
+            if (!line) break;
+            CHECK(*line == std::to_string(expected));
+            ++expected;
+        }
+        producer.join();
+        CHECK(expected == lines);
+        MESSAGE("races lost to the timer: " << timeouts);
     }());
 }

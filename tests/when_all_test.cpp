@@ -7,6 +7,8 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cstddef>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -138,6 +140,24 @@ TEST_CASE("a receive stopped after a value was handed to it gives the value back
         }
         CHECK(cancelled);
         CHECK(ch.try_receive() == std::optional<int>(9));
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("when_all over a vector of receives gives every value in order") {
+    std::vector<std::unique_ptr<conflux::channel<int>>> channels;
+    for (int i = 0; i < 4; ++i) channels.push_back(std::make_unique<conflux::channel<int>>(1));
+    auto body = [&]() -> conflux::task<> {
+        std::vector<decltype(channels[0]->receive())> receives;
+        for (auto& ch : channels) receives.push_back(ch->receive());
+        auto send_all = [&]() -> conflux::task<> {
+            for (int i = 3; i >= 0; --i) co_await channels[static_cast<std::size_t>(i)]->send(i);
+        };
+        auto [values, sent] =
+            co_await conflux::when_all(conflux::when_all(std::move(receives)), send_all());
+        REQUIRE(values.size() == 4);
+        for (int i = 0; i < 4; ++i)
+            CHECK(values[static_cast<std::size_t>(i)] == std::optional<int>(i));
     };
     conflux::run(body());
 }

@@ -193,3 +193,40 @@ TEST_CASE("when_any: a send that loses still sent its value, once") {
     };
     conflux::run(body());
 }
+
+TEST_CASE("when_any over a vector of receives: the winner's index, the others lose nothing") {
+    conflux::channel<int> first(1);
+    conflux::channel<int> second(1);
+    conflux::channel<int> third(1);
+    auto body = [&]() -> conflux::task<> {
+        CHECK(second.try_send(2));
+        std::vector<decltype(first.receive())> receives;
+        receives.push_back(first.receive());
+        receives.push_back(second.receive());
+        receives.push_back(third.receive());
+        auto [index, value] = co_await conflux::when_any(std::move(receives));
+        CHECK(index == 1);
+        CHECK(value == std::optional<int>(2));
+
+        // The winner done before the others start: a value already queued stays queued.
+        CHECK(first.try_send(1));
+        std::vector<decltype(first.receive())> again;
+        again.push_back(third.receive());
+        again.push_back(first.receive());
+        CHECK(third.try_send(3));
+        auto [index2, value2] = co_await conflux::when_any(std::move(again));
+        CHECK(index2 == 0);
+        CHECK(value2 == std::optional<int>(3));
+        CHECK(first.try_receive() == std::optional<int>(1));
+
+        std::vector<decltype(first.receive())> none;
+        bool refused = false;
+        try {
+            co_await conflux::when_any(std::move(none));
+        } catch (const std::invalid_argument&) {
+            refused = true;
+        }
+        CHECK(refused);
+    };
+    conflux::run(body());
+}

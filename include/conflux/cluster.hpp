@@ -430,16 +430,32 @@ public:
     }
 
     /// In a worker: the next message the primary sent with `send`, decoded as `T`; empty once
-    /// the primary went away. Cancelled by `token` (default: inherited).
+    /// the primary went away. Cancelled by `token` (default: inherited). Raced in `when_any`,
+    /// a receive that lost takes no message.
     template <class T>
-    [[nodiscard]] static task<std::optional<T>> receive(std::stop_token token = {}) {
+    [[nodiscard]] static auto receive(std::stop_token token = {}) {
+        auto start = [token = std::move(token)](detail::race_gate gate) {
+            return receive_gated<T>(token, gate);
+        };
+        return detail::gated_operation<std::optional<T>, decltype(start)>(std::move(start));
+    }
+
+private:
+    template <class T>
+    static task<std::optional<T>> receive_gated(std::stop_token token, detail::race_gate gate) {
         if (!token.stop_possible()) token = co_await get_stop_token();
         auto& ws = worker_state();
-        auto bytes = co_await ws.messages.receive(token);
+        auto next = ws.messages.receive(token);
+        auto bytes = co_await next;
+        if (bytes && !gate.claim()) {
+            next.give_back(std::move(bytes));
+            throw operation_cancelled();
+        }
         if (!bytes) co_return std::nullopt;
         co_return conflux::decode<T>(*bytes);
     }
 
+public:
     /// In a worker: stopped when the primary asks this worker to disconnect, or goes away.
     static std::stop_token disconnect_token() { return worker_state().disconnect.get_token(); }
 

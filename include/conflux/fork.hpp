@@ -59,7 +59,7 @@ public:
     /// a crash, or called `disconnect`). Throws `remote_error` when the child died of an
     /// uncaught exception, `ipc_error` on malformed input. See `ipc_channel::receive`.
     template <class T>
-    [[nodiscard]] task<std::optional<T>> receive(std::stop_token token = {}) {
+    [[nodiscard]] auto receive(std::stop_token token = {}) {
         return m_channel.template receive<T>(std::move(token));
     }
 

@@ -8,6 +8,7 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/shared_buffer.hpp>
 #include <conflux/task.hpp>
+#include <conflux/detail/awaitable.hpp>
 #include <conflux/detail/ipc_channel_state.hpp>
 #include <conflux/detail/ipc_frame.hpp>
 
@@ -165,18 +166,15 @@ public:
     /// buffered). Throws `ipc_error` on malformed input (the channel is then closed and later
     /// calls return empty), `remote_error` when the peer reported an uncaught exception,
     /// `std::logic_error` for two concurrent receives or off the channel's loop.
+    ///
+    /// Awaitable as it is, raced in `when_any` (a receive that lost takes no message), or
+    /// stored as a `task<std::optional<T>>`.
     template <class T>
-    [[nodiscard]] task<std::optional<T>> receive(std::stop_token token = {}) {
-        if (!token.stop_possible()) token = co_await get_stop_token();
-        std::shared_ptr<detail::ipc_channel_state> s = state("receive");
-        auto guard = s->begin_receive();
-        std::optional<detail::frame> f = co_await s->next_frame(token);
-        if (!f) co_return std::nullopt;
-        if (f->type == detail::frame_type::remote_error) {
-            auto [type, what] = s->decode_error(*f);
-            throw remote_error(std::move(type), std::move(what));
-        }
-        co_return s->template decode_user<T>(*f);
+    [[nodiscard]] auto receive(std::stop_token token = {}) {
+        auto start = [this, token = std::move(token)](detail::race_gate gate) {
+            return receive_gated<T>(token, gate);
+        };
+        return detail::gated_operation<std::optional<T>, decltype(start)>(std::move(start));
     }
 
     /// Waits until everything queued has been written to the socket. Resumes on the
@@ -209,6 +207,20 @@ public:
     }
 
 private:
+    template <class T>
+    task<std::optional<T>> receive_gated(std::stop_token token, detail::race_gate gate) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        std::shared_ptr<detail::ipc_channel_state> s = state("receive");
+        auto guard = s->begin_receive();
+        std::optional<detail::frame> f = co_await s->next_frame(token, gate);
+        if (!f) co_return std::nullopt;
+        if (f->type == detail::frame_type::remote_error) {
+            auto [type, what] = s->decode_error(*f);
+            throw remote_error(std::move(type), std::move(what));
+        }
+        co_return s->template decode_user<T>(*f);
+    }
+
     std::shared_ptr<detail::ipc_channel_state>& state(const char* what) {
         if (!m_state)
             throw std::logic_error(std::string("conflux::ipc_channel::") + what +

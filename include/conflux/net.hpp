@@ -123,16 +123,17 @@ public:
 
     /// Reads at least one byte into `buffer`, waiting until some arrive; returns how many, or
     /// 0 once the peer has shut down its sending side.
-    [[nodiscard]] task<std::size_t> read_some(std::span<std::byte> buffer,
-                                              std::stop_token token = {}) {
+    /// Like the other reads, an awaitable: raced in `when_any`, a read that lost consumes
+    /// nothing. See `readable_stream`.
+    [[nodiscard]] auto read_some(std::span<std::byte> buffer, std::stop_token token = {}) {
         return m_in.read_some(buffer, std::move(token));
     }
-    [[nodiscard]] task<std::size_t> read_some(std::span<char> buffer, std::stop_token token = {}) {
+    [[nodiscard]] auto read_some(std::span<char> buffer, std::stop_token token = {}) {
         return m_in.read_some(buffer, std::move(token));
     }
 
     /// Reads until the peer shuts down its side and returns everything.
-    [[nodiscard]] task<std::string> read_all(std::stop_token token = {}) {
+    [[nodiscard]] auto read_all(std::stop_token token = {}) {
         return m_in.read_all(std::move(token));
     }
 
@@ -144,7 +145,7 @@ public:
     }
 
     /// Reads one line, without its "\n" (nor a "\r" before it); empty optional at the end.
-    [[nodiscard]] task<std::optional<std::string>> read_line(std::stop_token token = {}) {
+    [[nodiscard]] auto read_line(std::stop_token token = {}) {
         return m_in.read_line(std::move(token));
     }
 

@@ -5,6 +5,7 @@
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/task.hpp>
+#include <conflux/detail/awaitable.hpp>
 #include <conflux/detail/fd_io.hpp>
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/system_error.hpp>
@@ -118,29 +119,29 @@ public:
 
     /// Reads at least one byte into `buffer`, waiting until some are available; returns how
     /// many, or 0 at end of stream (the writer closed its end).
-    [[nodiscard]] task<std::size_t> read_some(std::span<std::byte> buffer,
-                                              std::stop_token token = {}) {
-        if (!token.stop_possible()) token = co_await get_stop_token();
-        busy_guard busy(*this);
-        if (m_pos < m_buffer.size()) {
-            co_return take_buffered(static_cast<char*>(static_cast<void*>(buffer.data())),
-                                    buffer.size());
-        }
-        co_return co_await read_raw(buffer.data(), buffer.size(), token);
+    ///
+    /// The reads return an awaitable: awaited as it is, raced in `when_any` (a read that lost
+    /// consumes nothing: bytes it had read are kept for the next read), or stored as the
+    /// `task` it converts to.
+    [[nodiscard]] auto read_some(std::span<std::byte> buffer, std::stop_token token = {}) {
+        auto start = [this, buffer, token = std::move(token)](detail::race_gate gate) {
+            return read_some_gated(buffer, token, gate);
+        };
+        return detail::gated_operation<std::size_t, decltype(start)>(std::move(start));
     }
 
     /// Same, for a span of chars.
-    [[nodiscard]] task<std::size_t> read_some(std::span<char> buffer, std::stop_token token = {}) {
+    [[nodiscard]] auto read_some(std::span<char> buffer, std::stop_token token = {}) {
         return read_some(std::as_writable_bytes(buffer), std::move(token));
     }
 
-    /// Reads until end of stream and returns everything. With `limit` > 0, stops after
-    /// `limit` bytes instead and sets `*truncated` (when given) if more were available.
-    [[nodiscard]] task<std::string> read_all(std::stop_token token = {}) {
-        if (!token.stop_possible()) token = co_await get_stop_token();
-        std::string out;
-        co_await read_into(out, 0, nullptr, token);
-        co_return out;
+    /// Reads until end of stream and returns everything. Cancelled, it keeps what it had read
+    /// for the next read.
+    [[nodiscard]] auto read_all(std::stop_token token = {}) {
+        auto start = [this, token = std::move(token)](detail::race_gate gate) {
+            return read_all_gated(token, gate);
+        };
+        return detail::gated_operation<std::string, decltype(start)>(std::move(start));
     }
 
     /// Appends to `out` until end of stream, or until `out` holds `limit` bytes (0 = no
@@ -182,13 +183,59 @@ public:
 
     /// Reads one line and returns it without its "\n" (nor a "\r" before it), or an empty
     /// optional at end of stream. A last line without a newline is returned as it is.
-    [[nodiscard]] task<std::optional<std::string>> read_line(std::stop_token token = {}) {
+    [[nodiscard]] auto read_line(std::stop_token token = {}) {
+        auto start = [this, token = std::move(token)](detail::race_gate gate) {
+            return read_line_gated(token, gate);
+        };
+        return detail::gated_operation<std::optional<std::string>, decltype(start)>(
+            std::move(start));
+    }
+
+private:
+    task<std::size_t> read_some_gated(std::span<std::byte> buffer, std::stop_token token,
+                                      detail::race_gate gate) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        busy_guard busy(*this);
+        char* const into = static_cast<char*>(static_cast<void*>(buffer.data()));
+        if (m_pos < m_buffer.size()) {
+            if (!gate.claim()) throw operation_cancelled();
+            co_return take_buffered(into, buffer.size());
+        }
+        const std::size_t got = co_await read_raw(buffer.data(), buffer.size(), token);
+        if (got != 0 && !gate.claim()) {
+            // Lost a race: the bytes are the next read's.
+            m_buffer.assign(into, got);
+            m_pos = 0;
+            throw operation_cancelled();
+        }
+        co_return got;
+    }
+
+    task<std::string> read_all_gated(std::stop_token token, detail::race_gate gate) {
+        if (!token.stop_possible()) token = co_await get_stop_token();
+        std::string out;
+        try {
+            co_await read_into(out, 0, nullptr, token);
+        } catch (const operation_cancelled&) {
+            unread(std::move(out));
+            throw;
+        }
+        if (!gate.claim()) {
+            unread(std::move(out));
+            throw operation_cancelled();
+        }
+        co_return out;
+    }
+
+    task<std::optional<std::string>> read_line_gated(std::stop_token token,
+                                                     detail::race_gate gate) {
         if (!token.stop_possible()) token = co_await get_stop_token();
         busy_guard busy(*this);
         std::size_t scan_from = m_pos;
         for (;;) {
             const auto nl = m_buffer.find('\n', scan_from);
             if (nl != std::string::npos) {
+                if (!gate.claim()) throw operation_cancelled();
                 std::size_t end = nl;
                 if (end > m_pos && m_buffer[end - 1] == '\r') --end;
                 std::string line = m_buffer.substr(m_pos, end - m_pos);
@@ -211,6 +258,7 @@ public:
             m_buffer.resize(old + got);
             if (got == 0) {
                 if (m_pos == m_buffer.size()) co_return std::nullopt;
+                if (!gate.claim()) throw operation_cancelled();
                 std::string rest = m_buffer.substr(m_pos);
                 m_buffer.clear();
                 m_pos = 0;
@@ -219,7 +267,14 @@ public:
         }
     }
 
-private:
+    // Puts `bytes`, read but not delivered, back in front of whatever is buffered.
+    void unread(std::string bytes) {
+        if (bytes.empty()) return;
+        bytes.append(m_buffer, m_pos);
+        m_buffer = std::move(bytes);
+        m_pos = 0;
+    }
+
     task<std::size_t> read_raw(void* data, std::size_t size, const std::stop_token& token) {
         for (;;) {
             const ssize_t n = ::read(m_fd.get(), data, size);

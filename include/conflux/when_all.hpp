@@ -73,6 +73,21 @@ requires(detail::awaitable<A>&&...)
     }
 }
 
+/// Runs every awaitable of `awaitables` (receives, `child_process::wait()`s, ...; moved in and
+/// owned by the returned task) concurrently and completes when all have, with their values in
+/// order. Exceptions as for the variadic form.
+template <class A>
+requires(detail::awaitable<A> && !detail::is_task_v<A>)
+    task<std::vector<detail::non_void_t<detail::await_result_t<A>>>> when_all(
+        std::vector<A> awaitables) {
+    using R = detail::await_result_t<A>;
+    std::vector<task<R>> tasks;
+    tasks.reserve(awaitables.size());
+    for (A& a : awaitables) tasks.push_back(detail::await_held<R, A>(std::move(a)));
+    // `awaitables` lives in this frame until every task has finished.
+    co_return co_await when_all(std::move(tasks));
+}
+
 /// Runs every task of `tasks` concurrently and completes when all have, with their values in
 /// order. Exceptions as for the variadic form.
 template <class T>

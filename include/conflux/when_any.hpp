@@ -56,6 +56,10 @@ struct race_entrant {
     race* owner;
     std::size_t index;
 
+    static bool claim_for(void* owner, std::size_t index) noexcept {
+        return static_cast<race*>(owner)->claim(index);
+    }
+
     static std::coroutine_handle<> finish(void* self, std::coroutine_handle<>) noexcept {
         auto* me = static_cast<race_entrant*>(self);
         me->owner->claim(me->index);
@@ -88,14 +92,19 @@ task<T> race_entry(task<T>& t, race*, std::size_t) noexcept {
     return std::move(t);
 }
 
-/// Any other awaitable, in a task of its own. When its awaiter can give a result back (a
-/// channel receive), the entrant claims the win as soon as the result is in, and gives it
-/// back if another entrant won first: a value that arrives for a loser is not consumed.
+/// Any other awaitable, in a task of its own. No value that arrives for a loser is consumed:
+/// an awaiter that consumes through a gate (an IPC receive, a stream read) claims the win
+/// just before it consumes, and takes nothing if it cannot; one that can give a result back
+/// (a channel receive) claims it as soon as the result is in, and gives it back if another
+/// entrant won first.
 template <class R, class A>
 task<R> race_held(A&& a, race* r, std::size_t index) {
     auto&& w = get_awaiter(static_cast<A&&>(a));
     using W = std::remove_reference_t<decltype(w)>;
     awaiter_ref<W> ref{std::addressof(w)};
+    if constexpr (race_gated<W>) {
+        w.set_race_gate(race_gate(&race_entrant::claim_for, r, index));
+    }
     if constexpr (std::is_void_v<R>) {
         co_await ref;
     } else if constexpr (can_give_back<W, R>) {
@@ -160,9 +169,10 @@ task<std::variant<non_void_t<typename held_result<H>::type>...>> when_any_held(H
 /// outlive the await (and is used up, as by any await).
 ///
 /// No value is lost to the race: a channel or port receive that took a value after another
-/// argument had won puts it back (first in line) and ends cancelled. The outcome of any
-/// other loser that completed before its cancellation took hold is discarded, so its effect
-/// stands (a send that lost still sent; a stream read that lost still consumed its bytes).
+/// argument had won puts it back (first in line) and ends cancelled; an IPC receive or a
+/// stream read claims the win just before it consumes, and consumes nothing if it cannot.
+/// The outcome of any other loser that completed before its cancellation took hold is
+/// discarded, so its effect stands (a send that lost still sent).
 /// A stop request on the awaiter's own token is passed on to every argument. The awaiter
 /// resumes on its own executor.
 ///
@@ -176,6 +186,38 @@ requires(detail::awaitable<A>&&...)
         A&&... awaitables) {
     static_assert(sizeof...(A) > 0, "conflux::when_any needs at least one awaitable");
     return detail::when_any_held(detail::hold_awaitable(static_cast<A&&>(awaitables))...);
+}
+
+/// Range form over any other awaitable (a vector of receives, of `child_process::wait()`s,
+/// ...): the winner's index and value. Moved in and owned by the returned task; no value is
+/// lost to the race, as for the variadic form.
+template <class A>
+requires(detail::awaitable<A> && !detail::is_task_v<A>)
+    task<std::pair<std::size_t, detail::non_void_t<detail::await_result_t<A>>>> when_any(
+        std::vector<A> awaitables) {
+    using R = detail::await_result_t<A>;
+    if (awaitables.empty()) throw std::invalid_argument("conflux::when_any: no awaitables");
+    std::stop_token outer = co_await get_stop_token();
+    detail::race race(awaitables.size());
+    std::optional<std::stop_callback<detail::forward_stop>> link;
+    if (outer.stop_possible()) link.emplace(outer, detail::forward_stop{&race.stop});
+
+    std::vector<detail::result<R>> results(awaitables.size());
+    std::vector<detail::race_entrant> entrants(awaitables.size());
+    std::vector<detail::driver> drivers;
+    drivers.reserve(awaitables.size());
+    for (std::size_t i = 0; i < awaitables.size(); ++i) {
+        entrants[i] = {&race, i};
+        drivers.push_back(detail::drive_into(
+            detail::race_held<R, A>(std::move(awaitables[i]), &race, i), results[i]));
+        drivers.back().configure(&detail::race_entrant::finish, &entrants[i],
+                                 race.stop.get_token());
+    }
+    co_await race.counter.start_and_wait(drivers);
+    link.reset();
+    const std::size_t winner = race.winner.load(std::memory_order_acquire);
+    co_return std::pair<std::size_t, detail::non_void_t<R>>(winner,
+                                                            results[winner].take_non_void());
 }
 
 /// Range form: the winner's index and value.

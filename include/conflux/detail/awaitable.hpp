@@ -4,6 +4,7 @@
 
 #include <concepts>
 #include <coroutine>
+#include <cstddef>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -73,6 +74,65 @@ struct awaiter_ref {
 template <class W, class R>
 concept can_give_back = requires(W& w, R&& r) {
     w.give_back(std::move(r));
+};
+
+/// What a `when_any` entrant that consumes data (an IPC receive, a stream read) claims just
+/// before it takes the data: the win. An entrant that cannot claim it (another won first)
+/// ends with `operation_cancelled` and leaves the data where it was, for the next reader. A
+/// default gate belongs to no race and always opens.
+class race_gate {
+public:
+    using claim_fn = bool (*)(void* race, std::size_t index) noexcept;
+
+    race_gate() noexcept = default;
+    race_gate(claim_fn claim, void* race, std::size_t index) noexcept
+        : m_claim(claim), m_race(race), m_index(index) {}
+
+    /// True when the caller may consume: there is no race, or the caller won it (now or
+    /// before). Called on the thread that consumes, right before it does.
+    bool claim() const noexcept { return !m_claim || m_claim(m_race, m_index); }
+
+private:
+    claim_fn m_claim = nullptr;
+    void* m_race = nullptr;
+    std::size_t m_index = 0;
+};
+
+/// An awaiter that claims a race's win itself, through a gate, just before it consumes.
+template <class W>
+concept race_gated = requires(W& w, race_gate g) {
+    w.set_race_gate(g);
+};
+
+/// The awaitable an operation that consumes data returns (`ipc_channel::receive`, the reads
+/// of a stream): awaiting it runs the `task<R>` that `start(gate)` makes, which calls
+/// `gate.claim()` before it consumes anything. Awaited alone the gate always opens; in a
+/// `when_any` it is the race's, so an operation that lost takes nothing. Converts to the
+/// `task<R>` itself (without a gate), for code that stores tasks.
+template <class R, class Start>
+class [[nodiscard]] gated_operation {
+public:
+    explicit gated_operation(Start start) noexcept(std::is_nothrow_move_constructible_v<Start>)
+        : m_start(std::move(start)) {}
+
+    bool await_ready() const noexcept { return false; }
+
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> awaiting) {
+        m_task = m_start(m_gate);
+        return std::move(m_task).operator co_await().await_suspend(awaiting);
+    }
+
+    R await_resume() { return std::move(m_task).operator co_await().await_resume(); }
+
+    void set_race_gate(race_gate gate) noexcept { m_gate = gate; }
+
+    operator task<R>() && { return m_start(race_gate{}); }
+
+private:
+    Start m_start;
+    race_gate m_gate;
+    task<R> m_task;
 };
 
 template <class T>

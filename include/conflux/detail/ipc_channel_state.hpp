@@ -7,6 +7,7 @@
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/task.hpp>
+#include <conflux/detail/awaitable.hpp>
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/ipc_frame.hpp>
 #include <conflux/detail/loop_wait.hpp>
@@ -174,13 +175,26 @@ public:
 
     /// The next complete frame, or empty at end-of-file. Throws `ipc_error` (and closes the
     /// channel) on malformed input.
-    task<std::optional<frame>> next_frame(std::stop_token token) {
+    ///
+    /// Takes a frame only once `gate` opens (a receive that lost a `when_any` takes none).
+    task<std::optional<frame>> next_frame(std::stop_token token, race_gate gate) {
         for (;;) {
             if (m_failed || m_disconnecting) co_return std::nullopt;
-            if (m_json) {
-                if (auto f = next_json_line()) co_return f;
+            std::optional<frame> f;
+            if (m_returned) {
+                f.swap(m_returned);
+            } else if (m_json) {
+                f = next_json_line();
             } else if (m_decoder.has_frame()) {
-                co_return m_decoder.pop();
+                f = m_decoder.pop();
+            }
+            if (f) {
+                if (!gate.claim()) {
+                    // Another entrant of the race won: the frame is the next receive's.
+                    m_returned = std::move(f);
+                    throw operation_cancelled();
+                }
+                co_return f;
             }
             if (m_eof) {
                 if (m_json ? !m_line.empty() : m_decoder.mid_frame()) {
@@ -577,6 +591,7 @@ private:
     std::vector<loop_wait*> m_drain_waiters;
 
     frame_decoder m_decoder;
+    std::optional<frame> m_returned; // taken by a receive that lost a race: the next one's
     std::vector<std::byte> m_in;
     std::vector<std::byte> m_line; // json mode: bytes of the current, incomplete line(s)
     std::size_t m_line_scanned = 0;
