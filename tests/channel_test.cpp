@@ -38,6 +38,20 @@ std::size_t scaled(std::size_t n) {
         1, static_cast<std::size_t>(static_cast<double>(n) * conflux_test::stress_scale()));
 }
 
+// Aggregates whose destructors free memory: GCC 12 destroys such a temporary written inside
+// co_await twice. Strings past the small-string buffer, so that a double free shows.
+struct note {
+    int id = 0;
+    std::string text;
+};
+
+struct owned_note {
+    int id = 0;
+    std::unique_ptr<std::string> text;
+};
+
+const std::string long_text = "a text long enough to live outside the small-string buffer";
+
 } // namespace
 
 TEST_CASE("channel: values come out in order; try_send refuses when full") {
@@ -551,6 +565,40 @@ TEST_CASE("channel: a returned value on a rendezvous channel does not release a 
         };
         co_await conflux::when_all(second(), taker());
         CHECK(second_sent);
+    };
+    conflux::run(body());
+}
+
+TEST_CASE("channel: aggregate messages, named or moved in co_await, and temporaries in try_send") {
+    conflux_test::watchdog dog(10s);
+    conflux::channel<note> notes(conflux::channel<note>::unbounded);
+    conflux::channel<owned_note> owned(conflux::channel<owned_note>::unbounded);
+    auto body = [&]() -> conflux::task<> {
+        note first{1, long_text};
+        co_await notes.send(first);
+        CHECK(first.text == long_text); // sent a copy
+        CHECK(notes.try_send(note{2, long_text}));
+        CHECK(notes.try_send({3, long_text}));
+        CHECK(notes.try_send({.id = 4, .text = long_text}));
+        // A move-only aggregate is sent with std::move, sound on every compiler.
+        owned_note o{5, std::make_unique<std::string>(long_text)};
+        co_await owned.send(std::move(o));
+        // Channel awaiters inside when_all and when_any.
+        note sixth{6, long_text};
+        auto [sent, got] = co_await conflux::when_all(notes.send(sixth), owned.receive());
+        (void)sent;
+        REQUIRE(got);
+        CHECK(got->id == 5);
+        CHECK(*got->text == long_text);
+        auto raced = co_await conflux::when_any(notes.receive(), conflux::sleep_for(10s));
+        REQUIRE(raced.index() == 0);
+        CHECK(std::get<0>(raced)->id == 1);
+        for (int id : {2, 3, 4, 6}) {
+            auto n = notes.try_receive();
+            REQUIRE(n);
+            CHECK(n->id == id);
+            CHECK(n->text == long_text);
+        }
     };
     conflux::run(body());
 }

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 TEST_CASE("posted work runs on the pool's threads and the destructor drains it") {
@@ -65,4 +66,22 @@ TEST_CASE("a coroutine hops onto the pool and back to its loop") {
         co_return (on_pool && conflux_test::thread_id() == loop_thread);
     };
     for (int i = 0; i < 100; ++i) REQUIRE(conflux::run(body()));
+}
+
+TEST_CASE("a coroutine posts capturing lambdas to a pool (sound with GCC 12: no co_await)") {
+    const std::string text = "a text long enough to live outside the small-string buffer";
+    std::atomic<int> matched{0};
+    {
+        conflux::thread_pool pool(2);
+        auto body = [&]() -> conflux::task<> {
+            for (int i = 0; i < 100; ++i) {
+                pool.post([text, copy = text, &matched] {
+                    if (copy == text) ++matched;
+                });
+            }
+            co_return;
+        };
+        conflux::run(body());
+    } // the destructor drains the pool
+    CHECK(matched == 100);
 }

@@ -6,6 +6,7 @@
 #include <conflux/error.hpp>
 #include <conflux/executor.hpp>
 #include <conflux/task.hpp>
+#include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/waiter_list.hpp>
 
 #include <atomic>
@@ -131,10 +132,34 @@ public:
     /// `token` — by default the coroutine's inherited stop token — is stopped first (the
     /// value was not sent), `std::logic_error` when awaited outside an executor, and
     /// `conflux::error` for a detached `buffer`.
+    ///
+    /// With GCC 12, a copyable aggregate with a non-trivial destructor written in the call
+    /// (`send(P{1, s})`, `send({1, s})`) would be destroyed twice inside `co_await`, so rvalues
+    /// of such a `T` do not compile there (a static_assert says what to write): name the value
+    /// and send the name, `P m{1, s}; co_await ch.send(m);`.
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+    // By reference: a copy made here, outside the caller's coroutine frame, is sound.
+    [[nodiscard]] send_awaiter
+    send(const T& value, std::stop_token token = {}) requires std::is_copy_constructible_v<T> {
+        T copy(value);
+        check_sendable(copy);
+        return send_awaiter(*this, std::move(copy), std::move(token));
+    }
+
+    [[nodiscard]] send_awaiter send(T&& value, std::stop_token token = {}) {
+        static_assert(!detail::gcc12_unsafe_message<T>,
+                      "GCC 12 destroys an aggregate written inside a co_await expression twice: "
+                      "name it first and send the name (`T m{...}; co_await ch.send(m);`), or "
+                      "give T a constructor (GCC >= 13 and Clang accept it)");
+        check_sendable(value);
+        return send_awaiter(*this, std::move(value), std::move(token));
+    }
+#else
     [[nodiscard]] send_awaiter send(T value, std::stop_token token = {}) {
         check_sendable(value);
         return send_awaiter(*this, std::move(value), std::move(token));
     }
+#endif
 
     /// Awaitable: the next value, or `std::nullopt` once the channel is closed and drained.
     /// Resumes on the awaiting coroutine's executor. Throws `operation_cancelled` when

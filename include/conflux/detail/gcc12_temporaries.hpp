@@ -51,4 +51,21 @@ inline constexpr bool gcc12_unsafe_rvalue = [] {
     }
 }();
 
+/// True when a message deduced as `T&&` is one GCC 12 would destroy twice if it is written
+/// inside a co_await expression (`send(P{1, s})`, `send({1, s})`, `send({.id = 1})`): an
+/// rvalue of an aggregate with a non-trivial destructor. Only copyable ones count: a named
+/// copy is the safe spelling to suggest, and a move-only message has no spelling but
+/// `std::move(v)`, which is sound (GCC 12 errs only on the braced temporary) and cannot be
+/// told apart from one.
+template <class T>
+inline constexpr bool gcc12_unsafe_message = [] {
+    using U = std::remove_cvref_t<T>;
+    if constexpr (std::is_lvalue_reference_v<T> || !std::is_class_v<U> ||
+                  std::is_trivially_destructible_v<U>) {
+        return false;
+    } else {
+        return std::is_aggregate_v<U> && std::is_copy_constructible_v<U>;
+    }
+}();
+
 } // namespace conflux::detail
