@@ -41,6 +41,12 @@ struct job {
     friend bool operator==(const job&, const job&) = default;
 };
 
+// Move-only: a descriptor travels with it. Sent with std::move, which is sound with GCC 12.
+struct labelled_fd {
+    std::string label;
+    conflux::file_descriptor fd;
+};
+
 // FNV-1a over the bytes: enough to tell a corrupted or reordered payload.
 std::uint64_t digest(const std::vector<std::uint8_t>& v) {
     std::uint64_t h = 1469598103934665603ull;
@@ -188,6 +194,38 @@ TEST_CASE("4 x 8 MiB messages each way at once arrive intact; 65521-byte message
             co_await conflux::when_all(sender(), receiver());
         };
         co_await conflux::when_all(pump(a, b, 1), pump(b, a, 100));
+    }());
+}
+
+TEST_CASE("aggregate messages: named in co_await, moved when move-only, temporaries in try_send") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
+        const std::string text = "a text long enough to live outside the small-string buffer";
+        job named{1, text, {1.0}, std::nullopt};
+        co_await a.send(named);
+        CHECK(named.name == text); // sent a copy
+        CHECK(a.try_send(job{2, text, {2.0}, std::nullopt}));
+        int p[2];
+        REQUIRE(::pipe(p) == 0);
+        conflux::file_descriptor read_end(p[0]);
+        labelled_fd moved{text, conflux::file_descriptor(p[1])};
+        co_await a.send(std::move(moved));
+        for (int id = 1; id <= 2; ++id) {
+            auto j = co_await b.receive<job>();
+            REQUIRE(j);
+            CHECK(j->id == id);
+            CHECK(j->name == text);
+        }
+        auto l = co_await b.receive<labelled_fd>();
+        REQUIRE(l);
+        CHECK(l->label == text);
+        REQUIRE(::write(l->fd.get(), "x", 1) == 1);
+        char c = 0;
+        REQUIRE(::read(read_end.get(), &c, 1) == 1);
+        CHECK(c == 'x');
     }());
 }
 

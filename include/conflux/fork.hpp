@@ -49,11 +49,20 @@ public:
     forked_child(child_process process, ipc_channel channel) noexcept
         : m_channel(std::move(channel)), m_process(std::move(process)) {}
 
-    /// Sends a typed message to the child. See `ipc_channel::send`.
+    /// Sends a typed message to the child. See `ipc_channel::send` (and what it refuses with
+    /// GCC 12).
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+    // Forwarded as it came, so that a named message passes ipc_channel::send's check.
+    template <class T>
+    [[nodiscard]] task<void> send(T&& message, std::stop_token token = {}) {
+        return m_channel.send(std::forward<T>(message), std::move(token));
+    }
+#else
     template <class T>
     [[nodiscard]] task<void> send(T message, std::stop_token token = {}) {
         return m_channel.send(std::move(message), std::move(token));
     }
+#endif
 
     /// The child's next message; empty once the child closed the channel (it exited, even by
     /// a crash, or called `disconnect`). Throws `remote_error` when the child died of an

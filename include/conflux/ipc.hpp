@@ -9,6 +9,7 @@
 #include <conflux/shared_buffer.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/awaitable.hpp>
+#include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/ipc_channel_state.hpp>
 #include <conflux/detail/ipc_frame.hpp>
 
@@ -130,14 +131,36 @@ public:
     /// token) with `operation_cancelled`, the message unsent. Throws `ipc_error` once the
     /// channel is disconnected or broken, or when the message cannot be encoded (too large,
     /// too deep, more than 253 descriptors); `std::logic_error` off the channel's loop.
+    ///
+    /// With GCC 12, a copyable aggregate with a non-trivial destructor written in the call
+    /// (`send(P{1, s})`) would be destroyed twice inside `co_await`, so rvalues of such types
+    /// do not compile there (a static_assert says what to write): name the message and send
+    /// the name, `P m{1, s}; co_await ch.send(m);`.
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+    // Not a coroutine: the by-value copy below is made here, not in the caller's frame.
+    template <class T>
+    [[nodiscard]] task<void> send(T&& message, std::stop_token token = {}) {
+        static_assert(!detail::gcc12_unsafe_message<T>,
+                      "GCC 12 destroys an aggregate written inside a co_await expression twice: "
+                      "name the message first and send the name (`T m{...}; co_await "
+                      "ch.send(m);`) (GCC >= 13 and Clang accept it)");
+        return send_value<std::decay_t<T>>(std::forward<T>(message), std::move(token));
+    }
+
+private:
+    template <class T>
+    task<void> send_value(T message, std::stop_token token) {
+#else
     template <class T>
     [[nodiscard]] task<void> send(T message, std::stop_token token = {}) {
+#endif
         if (!token.stop_possible()) token = co_await get_stop_token();
         std::shared_ptr<detail::ipc_channel_state> s = state("send");
         if (!s->has_room()) co_await s->wait_for_room(token);
         s->enqueue(message);
     }
 
+public:
     /// Queues `message` unless the queue is at `high_water_mark` (returns false then, and
     /// `message` is left untouched), like Node's `send()` returning false — but without
     /// unbounded queueing. `false` only ever means "full, retry later": once the channel is
