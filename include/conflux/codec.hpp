@@ -3,8 +3,8 @@
 #include <conflux/detail/cpp20.hpp>
 
 #include <conflux/error.hpp>
+#include <conflux/file_descriptor.hpp>
 #include <conflux/detail/codec_aggregate.hpp>
-#include <conflux/detail/unique_fd.hpp>
 
 #include <array>
 #include <bit>
@@ -27,9 +27,6 @@
 #include <variant>
 #include <vector>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 namespace conflux {
 
 /// Malformed, truncated, oversized or otherwise untrustworthy IPC input, or a message that
@@ -46,32 +43,6 @@ struct codec_limits {
     std::size_t max_message_size = std::size_t(64) << 20;
     /// Deepest nesting of containers, optionals, variants and aggregates.
     std::size_t max_depth = 64;
-};
-
-/// An owned file descriptor that travels inside an IPC message as a descriptor (SCM_RIGHTS),
-/// not as bytes: the receiver gets its own descriptor (close-on-exec) for the same open file.
-/// Move-only; closes what it holds.
-class file_descriptor {
-public:
-    file_descriptor() noexcept = default;
-    /// Takes ownership of `fd`.
-    explicit file_descriptor(int fd) noexcept : m_fd(fd) {}
-    /// A close-on-exec duplicate of `fd`, which stays the caller's. Throws `std::system_error`.
-    static file_descriptor duplicate(int fd) {
-        const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (d < 0) throw_errno_dup(fd);
-        return file_descriptor(d);
-    }
-
-    int get() const noexcept { return m_fd.get(); }
-    explicit operator bool() const noexcept { return static_cast<bool>(m_fd); }
-    /// Gives up ownership; the caller closes the result.
-    int release() noexcept { return m_fd.release(); }
-    void reset(int fd = -1) noexcept { m_fd.reset(fd); }
-
-private:
-    [[noreturn]] static void throw_errno_dup(int fd);
-    detail::unique_fd m_fd;
 };
 
 /// Where `codec<T>::encode` writes: bytes, plus descriptors that travel beside them.
@@ -587,10 +558,5 @@ requires(detail::plain_aggregate<T> && !std::is_array_v<T>) struct codec<T> {
         return v;
     }
 };
-
-[[noreturn]] inline void file_descriptor::throw_errno_dup(int fd) {
-    throw std::system_error(errno, std::system_category(),
-                            "dup descriptor " + std::to_string(fd) + " for a message");
-}
 
 } // namespace conflux

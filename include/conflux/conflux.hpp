@@ -13,6 +13,7 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/executor.hpp>
 #include <conflux/exit_status.hpp>
+#include <conflux/file_descriptor.hpp>
 #include <conflux/fork.hpp>
 #include <conflux/ipc.hpp>
 #include <conflux/net.hpp>

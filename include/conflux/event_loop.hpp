@@ -364,7 +364,7 @@ private:
     // The reactor, created on first need. Only the loop's thread calls this; other threads
     // reach the reactor only after seeing `m_sleeping` set, which the loop does after
     // creating it.
-    detail::epoll_reactor& reactor() {
+    detail::io_reactor& reactor() {
         if (!m_reactor) m_reactor.emplace();
         return *m_reactor;
     }
@@ -374,7 +374,7 @@ private:
         // publishes the reactor to the thread whose exchange sees it set and writes the
         // eventfd. A failure (EMFILE) leaves `m_sleeping` clear and leaves run() by
         // std::system_error.
-        detail::epoll_reactor& r = reactor();
+        detail::io_reactor& r = reactor();
         std::optional<std::chrono::nanoseconds> timeout;
         if (!m_timers.empty()) {
             timeout = m_timers.top()->deadline - std::chrono::steady_clock::now();
@@ -390,7 +390,7 @@ private:
 
     // Empty until the loop first sleeps or watches an fd; never reset before destruction,
     // so another thread that saw it created may use it until its foreign_call ends.
-    std::optional<detail::epoll_reactor> m_reactor;
+    std::optional<detail::io_reactor> m_reactor;
     detail::work_queue m_ready;
     detail::mpsc_stack m_remote;
     detail::timer_heap m_timers;
@@ -439,10 +439,10 @@ struct loop_access {
     }
     /// The loop's reactor, created on first use. Throws `std::system_error` when the kernel
     /// refuses its descriptors (EMFILE).
-    static epoll_reactor& reactor(event_loop& loop) { return loop.reactor(); }
+    static io_reactor& reactor(event_loop& loop) { return loop.reactor(); }
     /// The reactor of a loop that an fd was registered with (by `reactor(loop).add`), for
     /// the paths that cannot throw: it exists from that registration on.
-    static epoll_reactor& registered_reactor(event_loop& loop) noexcept { return *loop.m_reactor; }
+    static io_reactor& registered_reactor(event_loop& loop) noexcept { return *loop.m_reactor; }
     /// Asks the loop to call `hook->on_close` when it is destroyed (unless unlinked first).
     static void add_close_hook(event_loop& loop, loop_close_hook* hook) noexcept {
         loop.link_close_hook(hook);

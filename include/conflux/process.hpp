@@ -15,6 +15,7 @@
 #include <conflux/detail/launch.hpp>
 
 #include <concepts>
+#include <csignal>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
@@ -27,12 +28,6 @@
 #include <utility>
 #include <vector>
 
-#include <signal.h>
-#include <sys/types.h>
-
-#ifndef __linux__
-#error "conflux/process.hpp: child processes are implemented for Linux (pidfd) only"
-#endif
 
 namespace conflux {
 
@@ -81,7 +76,7 @@ public:
     explicit operator bool() const noexcept { return static_cast<bool>(m_state); }
 
     /// The child's process id (still given after it has exited).
-    pid_t pid() const { return state().pid(); }
+    conflux::pid_type pid() const { return state().pid(); }
 
     /// The child's stdin; `std::logic_error` unless fd 0 is a pipe.
     writable_stream& in() { return writable(0); }

@@ -2,10 +2,14 @@
 
 #include <conflux/detail/cpp20.hpp>
 
+#include <conflux/detail/platform.hpp>
+#include <conflux/detail/process_types.hpp>
+
 #include <chrono>
 #include <concepts>
 #include <csignal>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <ranges>
@@ -15,9 +19,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <sys/resource.h>
-#include <sys/types.h>
 
 namespace conflux {
 
@@ -95,11 +96,14 @@ struct stdio_spec {
 };
 
 /// A resource limit set in the child before exec (setrlimit(2)): `{RLIMIT_NOFILE, 64}`.
-/// `hard` defaults to `soft`.
+/// `hard` defaults to `soft`. POSIX only. The values are the system's `rlim_t`, spelled
+/// portably (`unlimited` is `RLIM_INFINITY`).
 struct resource_limit {
+    static constexpr std::uint64_t unlimited = ~std::uint64_t{0};
+
     int resource = 0;
-    rlim_t soft = RLIM_INFINITY;
-    std::optional<rlim_t> hard{};
+    std::uint64_t soft = unlimited;
+    std::optional<std::uint64_t> hard{};
 };
 
 /// Options of `conflux::spawn`. An aggregate for designated initialisers; the fields it
@@ -122,8 +126,9 @@ struct spawn_options {
     std::vector<stdio_spec> stdio{};
     /// New session and process group (setsid): not in the parent's terminal job.
     bool detached = false;
-    std::optional<uid_t> uid{};
-    std::optional<gid_t> gid{};
+    /// The user and group ids the child runs as (POSIX only; the system's `uid_t`/`gid_t`).
+    std::optional<std::uint32_t> uid{};
+    std::optional<std::uint32_t> gid{};
     /// Kill the child with `kill_signal` after this long; 0 = never.
     std::chrono::milliseconds timeout{0};
     /// Signal for timeout, cancellation and `max_buffer`; SIGKILL follows after `kill_grace`
@@ -154,8 +159,9 @@ struct exec_options {
     /// As for spawn; stdout and stderr are captured only when they are pipes (the default).
     std::vector<stdio_spec> stdio{};
     bool detached = false;
-    std::optional<uid_t> uid{};
-    std::optional<gid_t> gid{};
+    /// The user and group ids the child runs as (POSIX only; the system's `uid_t`/`gid_t`).
+    std::optional<std::uint32_t> uid{};
+    std::optional<std::uint32_t> gid{};
     /// Bounds the whole call, reading the pipes after the child's exit included: when it runs
     /// out, the child (or, with `kill_tree`, its group, even after the child's exit) gets
     /// `kill_signal` and `process_error` with `timed_out()` is thrown; 0 = never.

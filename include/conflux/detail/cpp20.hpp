@@ -21,3 +21,6 @@
 #include <conflux/detail/compilation_stopped_by_the_error_above>
 #endif
 #endif
+
+// Then the platform: an unsupported one stops here too, with one error (see platform.hpp).
+#include <conflux/detail/platform.hpp>

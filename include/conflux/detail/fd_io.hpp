@@ -1,19 +1,11 @@
 #pragma once
 
-#include <conflux/detail/sigpipe.hpp>
-#include <conflux/detail/system_error.hpp>
+// Selects the platform's non-blocking reads and writes on a descriptor (detail/posix/fd_io.hpp on
+// POSIX systems). A header that needs it includes this one, never the backend's; docs/internals.md
+// describes the seam.
 
-#include <cerrno>
+#include <conflux/detail/platform.hpp>
 
-#include <fcntl.h>
-#include <unistd.h>
-
-namespace conflux::detail {
-
-/// Sets O_NONBLOCK on `fd` (the parent's end of a pipe; the child's end stays blocking).
-inline void set_nonblocking(int fd, const char* what) {
-    const int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_errno("fcntl", what);
-}
-
-} // namespace conflux::detail
+#if CONFLUX_PLATFORM_POSIX
+#include <conflux/detail/posix/fd_io.hpp>
+#endif

@@ -1,42 +1,11 @@
 #pragma once
 
-#include <utility>
+// Selects the platform's an owned file descriptor (detail/posix/unique_fd.hpp on POSIX systems). A
+// header that needs it includes this one, never the backend's; docs/internals.md describes the
+// seam.
 
-#include <unistd.h>
+#include <conflux/detail/platform.hpp>
 
-namespace conflux::detail {
-
-/// Owns a file descriptor; closes it once.
-class unique_fd {
-public:
-    unique_fd() noexcept = default;
-    explicit unique_fd(int fd) noexcept : m_fd(fd) {}
-    unique_fd(unique_fd&& other) noexcept : m_fd(std::exchange(other.m_fd, -1)) {}
-    unique_fd& operator=(unique_fd&& other) noexcept {
-        if (this != &other) {
-            reset(std::exchange(other.m_fd, -1));
-        }
-        return *this;
-    }
-    unique_fd(const unique_fd&) = delete;
-    unique_fd& operator=(const unique_fd&) = delete;
-    ~unique_fd() { reset(); }
-
-    int get() const noexcept { return m_fd; }
-    explicit operator bool() const noexcept { return m_fd >= 0; }
-    int release() noexcept { return std::exchange(m_fd, -1); }
-
-    void reset(int fd = -1) noexcept {
-        if (m_fd >= 0) {
-            // close() is not retried on EINTR: on Linux the descriptor is released anyway and
-            // a retry could close a descriptor another thread has just been given.
-            ::close(m_fd);
-        }
-        m_fd = fd;
-    }
-
-private:
-    int m_fd = -1;
-};
-
-} // namespace conflux::detail
+#if CONFLUX_PLATFORM_POSIX
+#include <conflux/detail/posix/unique_fd.hpp>
+#endif
