@@ -8,10 +8,9 @@
 #include <conflux/process.hpp>
 #include <conflux/process_options.hpp>
 #include <conflux/task.hpp>
-#include <conflux/detail/fork_hooks.hpp>
+#include <conflux/detail/fork_child.hpp>
 #include <conflux/detail/gcc12_temporaries.hpp>
-#include <conflux/detail/io_watch.hpp>
-#include <conflux/detail/unique_fd.hpp>
+#include <conflux/detail/process_self.hpp>
 
 #include <concepts>
 #include <csignal>
@@ -26,16 +25,9 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <typeinfo>
 #include <utility>
 
-#include <cxxabi.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-#ifndef __linux__
-#error "conflux/fork.hpp: forked children are implemented for Linux (pidfd, SCM_RIGHTS) only"
-#endif
 
 namespace conflux {
 
@@ -82,7 +74,7 @@ public:
     }
 
     bool kill(int signal = SIGTERM) { return m_process.kill(signal); }
-    pid_t pid() const { return m_process.pid(); }
+    conflux::pid_type pid() const { return m_process.pid(); }
 
     ipc_channel& channel() noexcept { return m_channel; }
     child_process& process() noexcept { return m_process; }
@@ -93,202 +85,6 @@ private:
 };
 
 namespace detail {
-
-inline constexpr const char* fork_fd_env = "CONFLUX_IPC_FD";
-inline constexpr const char* fork_entry_env = "CONFLUX_FORK_ENTRY";
-inline constexpr const char* fork_parent_env = "CONFLUX_PARENT_PID";
-inline constexpr const char* fork_mode_env = "CONFLUX_IPC_MODE";
-inline constexpr const char* fork_max_env = "CONFLUX_IPC_MAX_MESSAGE";
-
-using entry_fn = std::function<task<int>()>;
-
-inline std::map<std::string, entry_fn, std::less<>>& fork_entries() {
-    static std::map<std::string, entry_fn, std::less<>> entries;
-    return entries;
-}
-
-struct parent_link {
-    std::unique_ptr<ipc_channel> channel;
-    bool exit_when_orphaned = true;
-};
-
-inline parent_link& parent_slot() {
-    static parent_link link;
-    return link;
-}
-
-inline std::string current_exception_type() {
-    const std::type_info* type = abi::__cxa_current_exception_type();
-    if (type == nullptr) return "unknown";
-    int status = 0;
-    char* name = abi::__cxa_demangle(type->name(), nullptr, nullptr, &status);
-    std::string out = status == 0 && name != nullptr ? name : type->name();
-    std::free(name);
-    return out;
-}
-
-/// The message of the exception being handled (called inside a catch block).
-inline std::string current_exception_message() {
-    try {
-        throw;
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-    }
-    return "(not a std::exception)";
-}
-
-/// Reports the exception being handled to the parent (called inside a catch block).
-inline void report_current_exception() noexcept {
-    ipc_channel* ch = parent_slot().channel.get();
-    if (ch == nullptr || !ch->connected()) return;
-    try {
-        ch->send_error(current_exception_type(), current_exception_message());
-    } catch (...) {
-    }
-}
-
-/// Prints the exception being handled on stderr (called inside a catch block), as Node
-/// prints an uncaught error: the child's own output says why it exits with code 1.
-inline void print_current_exception(std::string_view entry) noexcept {
-    try {
-        const std::string type = current_exception_type();
-        const std::string what = current_exception_message();
-        std::fprintf(stderr, "conflux: uncaught exception in forked entry point \"%.*s\": %s: %s\n",
-                     static_cast<int>(entry.size()), entry.data(), type.c_str(), what.c_str());
-        std::fflush(stderr);
-    } catch (...) {
-    }
-}
-
-inline task<void> flush_parent() {
-    if (ipc_channel* ch = parent_slot().channel.get(); ch != nullptr && ch->connected()) {
-        try {
-            co_await ch->flush();
-        } catch (const ipc_error&) {
-        }
-    }
-}
-
-inline void close_parent(event_loop& loop) noexcept {
-    try {
-        loop.run_until_complete(flush_parent());
-    } catch (...) {
-    }
-    parent_slot().channel.reset();
-}
-
-/// Exits the child once the parent process is gone, whether or not anyone reads the
-/// channel: a pidfd of the parent becomes readable when it exits.
-inline task<void> watch_parent(unique_fd pidfd) {
-    event_loop& loop = require_loop("conflux::fork");
-    io_watch watch(loop, pidfd.get());
-    co_await watch.readable(std::stop_token());
-    if (!parent_slot().exit_when_orphaned) co_return;
-    std::fflush(nullptr);
-    ::_exit(0);
-}
-
-inline task<int> run_entry(const entry_fn& fn, std::string_view entry) {
-    try {
-        co_return co_await fn();
-    } catch (...) {
-        print_current_exception(entry);
-        report_current_exception();
-    }
-    co_return 1;
-}
-
-inline bool start_forked_child(event_loop& loop) {
-    const char* fd_text = std::getenv(fork_fd_env);
-    const char* node_fd_text = std::getenv("NODE_CHANNEL_FD");
-    if (fd_text == nullptr && node_fd_text == nullptr) return false;
-    ipc_options options;
-    int fd = -1;
-    std::string entry;
-    long parent_pid = 0;
-    if (fd_text != nullptr) {
-        fd = std::atoi(fd_text);
-        if (const char* m = std::getenv(fork_mode_env); m && std::string_view(m) == "json") {
-            options.mode = ipc_mode::json;
-        }
-        if (const char* e = std::getenv(fork_entry_env)) entry = e;
-        if (const char* p = std::getenv(fork_parent_env)) parent_pid = std::atol(p);
-        // Both ends agree on the largest message the parent configured.
-        if (const char* m = std::getenv(fork_max_env); m && std::strtoull(m, nullptr, 10) > 0) {
-            options.max_message_size = static_cast<std::size_t>(std::strtoull(m, nullptr, 10));
-        }
-    } else {
-        // Forked by Node.js: its channel, in its json serialisation.
-        fd = std::atoi(node_fd_text);
-        const char* mode = std::getenv("NODE_CHANNEL_SERIALIZATION_MODE");
-        if (mode != nullptr && std::string_view(mode) != "json") {
-            std::fprintf(stderr,
-                         "conflux: Node.js parent uses serialization '%s'; only 'json' "
-                         "is supported\n",
-                         mode);
-            return false;
-        }
-        options.mode = ipc_mode::json;
-        parent_pid = static_cast<long>(::getppid());
-    }
-    // Consumed: grandchildren started with spawn must not believe they were forked.
-    for (const char* name : {fork_fd_env, fork_entry_env, fork_parent_env, fork_mode_env,
-                             fork_max_env, "NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE"}) {
-        ::unsetenv(name);
-    }
-    if (fd < 0) return false;
-    parent_slot().channel = std::make_unique<ipc_channel>(loop, file_descriptor(fd), options);
-
-    if (parent_pid > 0) {
-        unique_fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, parent_pid, 0)));
-        // Opened after the parent already died (we were reparented): leave now.
-        if (!pidfd || ::getppid() != static_cast<pid_t>(parent_pid)) {
-            std::fflush(nullptr);
-            ::_exit(0);
-        }
-        loop.detach(watch_parent(std::move(pidfd)));
-    }
-
-    if (entry.empty()) return true;
-    int code = 127;
-    auto& entries = fork_entries();
-    if (auto it = entries.find(entry); it != entries.end()) {
-        try {
-            code = loop.run_until_complete(run_entry(it->second, entry));
-        } catch (...) {
-            code = 1;
-        }
-    } else {
-        auto report = [](std::string name) -> task<void> {
-            parent_slot().channel->send_error("conflux::fork_error",
-                                              "no entry point named \"" + name +
-                                                  "\" was registered in the child");
-            co_return;
-        };
-        try {
-            loop.run_until_complete(report(entry));
-        } catch (...) {
-        }
-    }
-    close_parent(loop);
-    std::fflush(nullptr);
-    std::exit(code);
-}
-
-inline void finish_forked_child(event_loop& loop) noexcept { close_parent(loop); }
-
-inline void failed_forked_child(event_loop& loop) noexcept {
-    report_current_exception();
-    close_parent(loop);
-}
-
-inline constexpr fork_child_hooks fork_hooks_impl{&start_forked_child, &finish_forked_child,
-                                                  &failed_forked_child};
-
-// Installed during static initialisation of any program that includes this header: one
-// pointer store, so that `conflux::run` can find the entry points (it cannot include fork.hpp).
-inline const bool fork_hooks_installed = (fork_hooks() = &fork_hooks_impl, true);
 
 inline task<forked_child> start_fork(std::string program, std::string entry, arguments args,
                                      spawn_options options, ipc_options ipc) {
@@ -308,10 +104,10 @@ inline task<forked_child> start_fork(std::string program, std::string entry, arg
     }
     options.env_set.emplace_back(fork_fd_env, fd_text);
     options.env_set.emplace_back(fork_mode_env, ipc.mode == ipc_mode::json ? "json" : "binary");
-    options.env_set.emplace_back(fork_parent_env, std::to_string(::getpid()));
+    options.env_set.emplace_back(fork_parent_env, std::to_string(current_process_id()));
     options.env_set.emplace_back(fork_max_env, std::to_string(ipc.max_message_size));
     if (!entry.empty()) options.env_set.emplace_back(fork_entry_env, entry);
-    if (!options.argv0 && !entry.empty()) options.argv0 = program_invocation_name;
+    if (!options.argv0 && !entry.empty()) options.argv0 = program_name();
 
     ipc_channel channel(loop, file_descriptor(ours.release()), ipc);
     child_process child = spawn(program, args, options);
@@ -378,7 +174,7 @@ bool register_entry(std::string name, F fn) {
 /// `ipc_options` is trivially destructible and safe in the call everywhere.
 [[nodiscard]] inline task<forked_child> fork(std::string_view entry, arguments args,
                                              const spawn_options& options, const ipc_options& ipc) {
-    return detail::start_fork("/proc/self/exe", std::string(entry), std::move(args), options, ipc);
+    return detail::start_fork(detail::self_executable(), std::string(entry), std::move(args), options, ipc);
 }
 
 /// `fork` with default IPC options.

@@ -97,6 +97,9 @@ public:
             try {
                 self->send(SIGKILL);
             } catch (...) {
+                // send throws for an invalid signal, or a pidfd_send_signal failing other
+                // than with ESRCH (gone): neither happens with SIGKILL to our own child, and
+                // a timer has no one to report to; wait() still reports the exit.
             }
         };
         m_delay.context = this;
@@ -241,6 +244,8 @@ public:
         try {
             send(SIGKILL);
         } catch (...) {
+            // As in the grace timer: cannot happen with SIGKILL, and a destructor cannot
+            // report it.
         }
         m_kill_pending = false;
         if (m_loop != nullptr) loop_access::remove_timer(*m_loop, &m_grace);
