@@ -29,6 +29,12 @@ struct cluster_envelope {
         user = 6,         // both ways: payload encoded by codec<T>
         disconnect = 7,   // primary → worker: stop accepting, finish, exit
     };
+    /// `policy` on the wire: the values of `conflux::scheduling`.
+    enum policy_kind : std::uint8_t {
+        policy_round_robin = 0,
+        policy_shared = 1,
+        policy_reuse_port = 2,
+    };
     std::uint8_t what = 0;
     std::uint32_t key = 0;
     std::string host;

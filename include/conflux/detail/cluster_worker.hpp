@@ -1,0 +1,177 @@
+#pragma once
+
+// The worker side of a cluster: the link to the primary, the loop that reads it, the listen
+// handshake. Feature internals of
+// cluster.hpp (which includes this header; this one never includes it).
+
+#include <conflux/channel.hpp>
+#include <conflux/error.hpp>
+#include <conflux/event_loop.hpp>
+#include <conflux/executor.hpp>
+#include <conflux/ipc.hpp>
+#include <conflux/net.hpp>
+#include <conflux/task.hpp>
+#include <conflux/detail/cluster_protocol.hpp>
+#include <conflux/detail/socket.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace conflux::detail {
+
+/// True in a process a cluster started as one of its workers.
+inline bool cluster_is_worker() noexcept { return std::getenv(cluster_worker_env) != nullptr; }
+
+struct cluster_worker_state {
+    event_loop* loop = nullptr;
+    ipc_channel link;
+    std::stop_source disconnect;
+    std::uint32_t next_key = 1;
+    std::map<std::uint32_t, std::shared_ptr<channel<cluster_envelope>>> replies;
+    std::map<std::uint32_t, std::shared_ptr<channel<file_descriptor>>> connections;
+    channel<std::vector<std::byte>> messages{4096};
+};
+
+// The worker's link to its primary. Made on first use and never destroyed: the worker's
+// loop may end before static destructors run, and the process exits soon after anyway.
+[[gnu::noinline]] inline cluster_worker_state*& cluster_worker_slot() noexcept {
+    static cluster_worker_state* state = nullptr;
+    return state;
+}
+
+// Reads the primary's messages and routes them, until the primary goes away.
+inline task<void> cluster_worker_dispatch(cluster_worker_state* ws) {
+    for (;;) {
+        std::optional<cluster_envelope> m;
+        try {
+            m = co_await ws->link.receive<cluster_envelope>();
+        } catch (const std::exception&) {
+            m.reset();
+        }
+        if (!m) break;
+        switch (m->what) {
+        case cluster_envelope::listen_reply:
+            if (auto it = ws->replies.find(m->key); it != ws->replies.end()) {
+                it->second->try_send(std::move(*m));
+            }
+            break;
+        case cluster_envelope::connection:
+            if (auto it = ws->connections.find(m->key); it != ws->connections.end()) {
+                auto queue = it->second;
+                try {
+                    co_await queue->send(std::move(m->fd));
+                } catch (const channel_closed&) {
+                }
+            }
+            break;
+        case cluster_envelope::user:
+            co_await ws->messages.send(std::move(m->payload));
+            break;
+        case cluster_envelope::disconnect:
+            ws->disconnect.request_stop();
+            break;
+        default:
+            break;
+        }
+    }
+    // The primary is gone: stop accepting, end every wait.
+    ws->disconnect.request_stop();
+    for (auto& [key, box] : ws->replies) box->close();
+    for (auto& [key, queue] : ws->connections) queue->close();
+    ws->messages.close();
+}
+
+/// This worker's link to the primary, opened (and announced with `online`) on first use.
+/// Throws `std::logic_error` in a process that is no worker, off an event loop, or on
+/// another loop than the first call's.
+inline cluster_worker_state& cluster_worker() {
+    if (!cluster_is_worker()) {
+        throw std::logic_error("conflux::cluster: worker call in a process that is no worker");
+    }
+    auto*& ws = cluster_worker_slot();
+    event_loop& loop = require_loop("conflux::cluster (worker)");
+    if (ws == nullptr) {
+        ws = new cluster_worker_state();
+        ws->loop = &loop;
+        ws->link = ipc_channel(file_descriptor(cluster_ipc_fd));
+        cluster_envelope hello;
+        hello.what = cluster_envelope::online;
+        ws->link.try_send(std::move(hello));
+        loop.detach(cluster_worker_dispatch(ws));
+    } else if (ws->loop != &loop) {
+        throw std::logic_error("conflux::cluster: worker calls must all be on one event loop");
+    }
+    return *ws;
+}
+
+/// What the primary granted a worker's `listen`.
+struct cluster_listen_grant {
+    std::uint32_t key = 0;
+    std::uint8_t policy = 0;
+    std::uint16_t port = 0;
+    std::string address;                             // "127.0.0.1:8080", "[::1]:8080"
+    file_descriptor listener;                        // shared: the primary's listening socket
+    std::shared_ptr<channel<file_descriptor>> queue; // round_robin: sockets from the primary
+};
+
+/// Asks the primary to bind (or reserve) `host`:`port`. Throws `std::system_error` with the
+/// primary's message when it could not, `conflux::error` when the primary went away.
+inline task<cluster_listen_grant> cluster_request_listen(std::string host, std::uint16_t port,
+                                                         const listen_options& options) {
+    auto& ws = cluster_worker();
+    const std::uint32_t key = ws.next_key++;
+    auto reply_box = std::make_shared<channel<cluster_envelope>>(1);
+    ws.replies[key] = reply_box;
+    auto queue = std::make_shared<channel<file_descriptor>>(1 << 14);
+    ws.connections[key] = queue;
+    cluster_envelope request;
+    request.what = cluster_envelope::listen;
+    request.key = key;
+    request.host = host;
+    request.port = port;
+    request.backlog = options.backlog;
+    request.no_delay = options.no_delay ? 1 : 0;
+    co_await ws.link.send(std::move(request));
+    auto reply = co_await reply_box->receive();
+    ws.replies.erase(key);
+    if (!reply) throw error("conflux::cluster::listen: the primary went away");
+    if (reply->error != 0) {
+        ws.connections.erase(key);
+        throw std::system_error(reply->error, std::system_category(), reply->text);
+    }
+    cluster_listen_grant grant;
+    grant.key = key;
+    grant.policy = reply->policy;
+    grant.port = reply->port;
+    grant.address = host_port(host.empty() ? "::" : host, reply->port);
+    grant.listener = std::move(reply->fd);
+    if (grant.policy == cluster_envelope::policy_round_robin) {
+        grant.queue = std::move(queue);
+    } else {
+        ws.connections.erase(key); // the worker accepts by itself
+    }
+    co_return grant;
+}
+
+/// Tells the primary that listen `key` now serves `address` (its `listening` event).
+inline task<void> cluster_announce_listening(std::uint32_t key, std::string address) {
+    auto& ws = cluster_worker();
+    cluster_envelope note;
+    note.what = cluster_envelope::listening;
+    note.key = key;
+    note.text = std::move(address);
+    co_await ws.link.send(std::move(note));
+}
+
+} // namespace conflux::detail
