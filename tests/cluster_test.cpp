@@ -339,6 +339,33 @@ TEST_CASE("dropping the cluster forces its workers out (R59)") {
     CHECK(conflux_test::zombie_children().empty());
 }
 
+TEST_CASE("a connection handler that throws ends its connection and is an error event") {
+    conflux_test::watchdog dog(30s);
+    conflux::run([]() -> task<void> {
+        auto options = serving(1, scheduling::round_robin);
+        options.args = std::vector<std::string>{"fail", "127.0.0.1", "0"};
+        cluster c(options);
+        c.start();
+        const std::uint16_t port = co_await all_listening(c, 1);
+        for (int i = 0; i < 2; ++i) {
+            auto s = co_await conflux::connect("127.0.0.1", port);
+            co_await s.write_all("who\n");
+            CHECK(!(co_await s.read_line())); // the handler threw: the connection ends
+            auto e =
+                co_await wait_for(c, [](const worker_event& e) { return e.what == kind::error; });
+            CHECK(e.worker == 1);
+            CHECK(e.pid == c.pid(1));
+            CHECK(e.address == "connection handler: handler failed on purpose");
+        }
+        // The worker survived both and still drains cleanly.
+        c.shutdown();
+        auto exits = co_await drain(c);
+        REQUIRE(exits.size() == 1);
+        CHECK(exits[0].status.code() == std::optional<int>(0));
+    }());
+    CHECK(conflux_test::zombie_children().empty());
+}
+
 TEST_CASE("typed messages both ways") {
     conflux_test::watchdog dog(20s);
     conflux::run([]() -> task<void> {

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -89,6 +90,7 @@ struct worker_event {
         restart,    ///< the worker will be restarted after `delay` (crash number `failures`)
         gave_up,    ///< the worker crashed `failures` times in a row and stays down
         signal,     ///< the primary received `signal_number` and shuts down
+        error,      ///< something failed that the cluster survived: `address` says what
     };
     kind what = kind::online;
     /// The worker's slot, 1..workers (0 for `signal`). Stays the same across restarts.
@@ -96,7 +98,8 @@ struct worker_event {
     int pid = 0;
     /// `listening`: the address served, as text — the host the worker gave `listen` ("::"
     /// for an empty one) and the port bound: "127.0.0.1:8080", "[::1]:8080" (the same as its
-    /// `cluster_listener::address()`). `gave_up` for a worker that could not be started: why.
+    /// `cluster_listener::address()`). `gave_up` for a worker that could not be started, and
+    /// `error`: what failed.
     std::string address;
     exit_status status{};
     std::chrono::milliseconds delay{0};
@@ -134,7 +137,8 @@ public:
 
     /// Accepts connections and runs `handler` on each (concurrently, on this loop) until the
     /// worker is disconnected, then waits for the handlers still running and returns. An
-    /// exception escaping a handler ends that connection only.
+    /// exception escaping a handler ends that connection only; the primary sees it as an
+    /// `error` event.
     [[nodiscard]] task<void> serve(std::function<task<void>(tcp_stream)> handler);
 
 private:
@@ -329,7 +333,9 @@ inline task<void> cluster_listener::serve(std::function<task<void>(tcp_stream)> 
         try {
             co_await (*h)(std::move(s));
         } catch (...) {
-            // One connection's failure ends that connection only.
+            // One connection's failure ends that connection only; the primary hears of it.
+            detail::cluster_report_error("connection handler: " +
+                                         detail::cluster_describe(std::current_exception()));
         }
         --*count;
     };

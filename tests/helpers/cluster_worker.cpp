@@ -1,6 +1,7 @@
 // Worker program for the cluster tests, run by a `cluster` in the test process.
 //   serve <host> <port>   listen through the cluster; answer each line with "<id> <pid>";
 //                         a listen error is sent to the primary as a string, then exit 2
+//   fail <host> <port>    as serve, but the handler throws at the first line it reads
 //   crash <code>          exit at once with <code>
 //   echo                  answer each message from the primary with "echo: <message>"
 #include <conflux/cluster.hpp>
@@ -8,8 +9,11 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include <unistd.h>
 
@@ -21,7 +25,14 @@ conflux::task<void> answer(conflux::tcp_stream s) {
     while (auto line = co_await s.read_line()) co_await s.write_all(me);
 }
 
-conflux::task<int> serve(std::string host, std::uint16_t port) {
+conflux::task<void> fail(conflux::tcp_stream s) {
+    // Not `if (co_await ...) throw`: GCC 12 then never starts the coroutine's body.
+    auto line = co_await s.read_line();
+    if (line) throw std::runtime_error("handler failed on purpose");
+}
+
+conflux::task<int> serve(std::string host, std::uint16_t port,
+                         std::function<conflux::task<void>(conflux::tcp_stream)> handler) {
     conflux::cluster_listener listener;
     std::string failure;
     try {
@@ -33,7 +44,7 @@ conflux::task<int> serve(std::string host, std::uint16_t port) {
         co_await conflux::cluster::send_to_primary(failure);
         co_return 2;
     }
-    co_await listener.serve(answer);
+    co_await listener.serve(std::move(handler));
     co_return 0;
 }
 
@@ -52,8 +63,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     const std::string mode = argv[1];
-    if (mode == "serve" && argc >= 4) {
-        return conflux::run(serve(argv[2], static_cast<std::uint16_t>(std::atoi(argv[3]))));
+    if ((mode == "serve" || mode == "fail") && argc >= 4) {
+        return conflux::run(serve(argv[2], static_cast<std::uint16_t>(std::atoi(argv[3])),
+                                  mode == "serve" ? answer : fail));
     }
     if (mode == "crash" && argc >= 3) return std::atoi(argv[2]);
     if (mode == "echo") return conflux::run(echo());

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -225,7 +226,19 @@ private:
         try {
             if (!m_events.try_send(std::move(e))) ++m_dropped_events;
         } catch (const channel_closed&) {
+            // The cluster has finished and `next_event` returns empty: nobody reads events any
+            // more. Counted with the events dropped for a full queue.
+            ++m_dropped_events;
         }
+    }
+
+    void emit_error(unsigned worker, int pid, std::string text) {
+        Event e;
+        e.what = kind::error;
+        e.worker = worker;
+        e.pid = pid;
+        e.address = std::move(text);
+        emit(std::move(e));
     }
 
     void remove_from_rotations(unsigned id) {
@@ -314,7 +327,11 @@ private:
             std::optional<cluster_envelope> m;
             try {
                 m = co_await slot->link.receive<cluster_envelope>(std::stop_token{});
-            } catch (const std::exception&) {
+            } catch (const std::exception& e) {
+                // Malformed input from the worker closed the channel: report it; the worker's
+                // exit (it sees end-of-file and leaves) follows as usual.
+                st.emit_error(slot->id, slot->pid,
+                              std::string("reading the worker's messages: ") + e.what());
                 m.reset();
             }
             if (!m) co_return;
@@ -338,6 +355,9 @@ private:
                 e.what = kind::message;
                 e.payload = std::move(m->payload);
                 st.emit(std::move(e));
+                break;
+            case cluster_envelope::failure:
+                st.emit_error(slot->id, slot->pid, std::move(m->text));
                 break;
             default:
                 break;
@@ -375,8 +395,12 @@ private:
         }
         const bool ok = reply.error == 0;
         try {
-            slot.link.try_send(std::move(reply));
+            if (!slot.link.try_send(std::move(reply))) {
+                emit_error(slot.id, slot.pid, "listen reply: the worker's channel is full");
+                return;
+            }
         } catch (const std::exception&) {
+            // The channel is closed: the worker is gone, and its exit event follows.
             return;
         }
         if (ok && srv->policy == cluster_envelope::policy_round_robin && !slot.disconnecting) {
@@ -439,6 +463,8 @@ private:
                 try {
                     sent = slot->link.try_send(std::move(m));
                 } catch (const std::exception&) {
+                    // This worker's channel is closed (it is dying, its exit event follows):
+                    // the connection goes to the next worker instead.
                     sent = false;
                 }
                 if (sent) return true;
@@ -456,8 +482,13 @@ private:
                 fd = co_await srv->listener->accept_native(token);
             } catch (const operation_cancelled&) {
                 break;
-            } catch (const std::system_error&) {
-                continue;
+            } catch (const std::system_error& e) {
+                // accept_native retries transient errors and backs off on exhausted
+                // descriptors or memory by itself: what reaches here is permanent (the socket
+                // is unusable), so retrying would spin. Report it and stop serving this
+                // address; clients are then refused instead of left waiting.
+                self->emit_error(0, 0, e.what());
+                break;
             }
             file_descriptor conn(fd);
             if (!self->deliver(*srv, conn)) {
@@ -515,8 +546,12 @@ private:
         cluster_envelope m;
         m.what = cluster_envelope::disconnect;
         try {
-            slot.link.try_send(std::move(m));
+            if (!slot.link.try_send(std::move(m))) {
+                emit_error(slot.id, slot.pid, "disconnect: the worker's channel is full");
+            }
         } catch (const std::exception&) {
+            // The channel is closed: the worker is already leaving; the deadline below
+            // still ends it if it lingers.
         }
         slot.kill_timer = std::stop_source();
         m_loop->detach(kill_after(this->shared_from_this(), &slot, slot.kill_timer.get_token()));

@@ -28,6 +28,7 @@ struct cluster_envelope {
         connection = 5,   // primary → worker: key, an accepted socket (round_robin)
         user = 6,         // both ways: payload encoded by codec<T>
         disconnect = 7,   // primary → worker: stop accepting, finish, exit
+        failure = 8,      // worker → primary: text, a failure the worker survived
     };
     /// `policy` on the wire: the values of `conflux::scheduling`.
     enum policy_kind : std::uint8_t {

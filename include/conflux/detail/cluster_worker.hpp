@@ -1,7 +1,7 @@
 #pragma once
 
 // The worker side of a cluster: the link to the primary, the loop that reads it, the listen
-// handshake. Feature internals of
+// handshake, and the error reports of `cluster_listener::serve`. Feature internals of
 // cluster.hpp (which includes this header; this one never includes it).
 
 #include <conflux/channel.hpp>
@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -57,6 +58,8 @@ inline task<void> cluster_worker_dispatch(cluster_worker_state* ws) {
         try {
             m = co_await ws->link.receive<cluster_envelope>();
         } catch (const std::exception&) {
+            // Malformed input closes the channel (see ipc_channel::receive): the primary is
+            // unreachable from here on, which is what "the primary went away" below handles.
             m.reset();
         }
         if (!m) break;
@@ -72,6 +75,9 @@ inline task<void> cluster_worker_dispatch(cluster_worker_state* ws) {
                 try {
                     co_await queue->send(std::move(m->fd));
                 } catch (const channel_closed&) {
+                    // Only the end of this loop closes the queues, so this is unreachable
+                    // today; should it happen, dropping the socket closes it and the client
+                    // sees end-of-file.
                 }
             }
             break;
@@ -172,6 +178,34 @@ inline task<void> cluster_announce_listening(std::uint32_t key, std::string addr
     note.key = key;
     note.text = std::move(address);
     co_await ws.link.send(std::move(note));
+}
+
+/// Reports a failure the worker survived to the primary, where it is an `error` event. Never
+/// throws and never waits: a report that finds the link's queue full is dropped (the
+/// failures that matter repeat), and with the primary gone there is nobody to tell.
+inline void cluster_report_error(std::string text) noexcept {
+    cluster_worker_state* ws = cluster_worker_slot();
+    if (ws == nullptr) return;
+    try {
+        cluster_envelope e;
+        e.what = cluster_envelope::failure;
+        e.text = std::move(text);
+        (void)ws->link.try_send(std::move(e));
+    } catch (const std::exception&) {
+        // The link is closed (the primary went away; the worker is being disconnected) or
+        // out of memory: a report has nowhere to go, and the caller must not fail for it.
+    }
+}
+
+/// The text an `error` event carries for the exception `e`.
+inline std::string cluster_describe(std::exception_ptr e) {
+    try {
+        std::rethrow_exception(std::move(e));
+    } catch (const std::exception& x) {
+        return x.what();
+    } catch (...) {
+        return "an exception that is no std::exception";
+    }
 }
 
 } // namespace conflux::detail
