@@ -366,6 +366,52 @@ TEST_CASE("a connection handler that throws ends its connection and is an error 
     CHECK(conflux_test::zombie_children().empty());
 }
 
+TEST_CASE("serve's drain: the last handler to end resumes the waiter; a cancelled waiter is "
+          "left alone") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        conflux::event_loop& loop = *conflux::event_loop::current();
+        conflux::detail::cluster_drain drain;
+        co_await drain.drained(loop, {}); // nothing running: no suspension
+        drain.begin();
+        drain.begin();
+        bool resumed = false;
+        auto waiter = [&]() -> task<void> {
+            co_await drain.drained(loop, {});
+            resumed = true;
+        };
+        auto ender = [&]() -> task<void> {
+            co_await conflux::sleep_for(10ms);
+            drain.end();
+            co_await conflux::sleep_for(10ms);
+            CHECK(!resumed); // one handler still runs
+            drain.end();
+        };
+        co_await conflux::when_all(waiter(), ender());
+        CHECK(resumed);
+
+        // Cancelled while handlers run: operation_cancelled; the later end() finds no waiter.
+        drain.begin();
+        std::stop_source stop;
+        auto cancel = [&]() -> task<void> {
+            co_await conflux::sleep_for(10ms);
+            stop.request_stop();
+        };
+        bool cancelled = false;
+        auto cancelled_waiter = [&]() -> task<void> {
+            try {
+                co_await drain.drained(loop, stop.get_token());
+            } catch (const conflux::operation_cancelled&) {
+                cancelled = true;
+            }
+        };
+        co_await conflux::when_all(cancelled_waiter(), cancel());
+        CHECK(cancelled);
+        drain.end();
+        co_await drain.drained(loop, {});
+    }());
+}
+
 TEST_CASE("typed messages both ways") {
     conflux_test::watchdog dog(20s);
     conflux::run([]() -> task<void> {

@@ -8,7 +8,6 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/exit_status.hpp>
 #include <conflux/net.hpp>
-#include <conflux/sleep.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/awaitable.hpp>
 #include <conflux/detail/cluster_primary.hpp>
@@ -19,7 +18,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -138,7 +136,8 @@ public:
     /// Accepts connections and runs `handler` on each (concurrently, on this loop) until the
     /// worker is disconnected, then waits for the handlers still running and returns. An
     /// exception escaping a handler ends that connection only; the primary sees it as an
-    /// `error` event.
+    /// `error` event. Resumes on the worker's loop; the inherited stop token cancels it with
+    /// `operation_cancelled` (handlers already started then run on by themselves).
     [[nodiscard]] task<void> serve(std::function<task<void>(tcp_stream)> handler);
 
 private:
@@ -327,26 +326,16 @@ inline task<std::optional<tcp_stream>> cluster_listener::accept(std::stop_token 
 }
 
 inline task<void> cluster_listener::serve(std::function<task<void>(tcp_stream)> handler) {
-    auto in_flight = std::make_shared<std::size_t>(0);
-    auto run_one = [](std::function<task<void>(tcp_stream)>* h, tcp_stream s,
-                      std::shared_ptr<std::size_t> count) -> task<void> {
-        try {
-            co_await (*h)(std::move(s));
-        } catch (...) {
-            // One connection's failure ends that connection only; the primary hears of it.
-            detail::cluster_report_error("connection handler: " +
-                                         detail::cluster_describe(std::current_exception()));
-        }
-        --*count;
-    };
     event_loop& loop = detail::require_loop("conflux::cluster_listener::serve");
+    auto serving = std::make_shared<detail::cluster_serving>();
+    serving->handler = std::move(handler);
     while (auto s = co_await accept()) {
-        ++*in_flight;
-        loop.detach(run_one(&handler, std::move(*s), in_flight));
+        serving->drain.begin();
+        loop.detach(detail::cluster_serve_one(serving, std::move(*s)));
     }
     m_listener.reset();
     m_queue.reset();
-    while (*in_flight != 0) co_await sleep_for(std::chrono::milliseconds(5));
+    co_await serving->drain.drained(loop, co_await get_stop_token());
 }
 
 } // namespace conflux

@@ -1,7 +1,7 @@
 #pragma once
 
 // The worker side of a cluster: the link to the primary, the loop that reads it, the listen
-// handshake, and the error reports of `cluster_listener::serve`. Feature internals of
+// handshake, and the bookkeeping of `cluster_listener::serve`. Feature internals of
 // cluster.hpp (which includes this header; this one never includes it).
 
 #include <conflux/channel.hpp>
@@ -12,8 +12,10 @@
 #include <conflux/net.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/cluster_protocol.hpp>
+#include <conflux/detail/loop_wait.hpp>
 #include <conflux/detail/socket.hpp>
 
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -206,6 +208,74 @@ inline std::string cluster_describe(std::exception_ptr e) {
     } catch (...) {
         return "an exception that is no std::exception";
     }
+}
+
+/// Counts the connection handlers a `cluster_listener::serve` started. Once the count is
+/// zero, the last handler to end resumes the one coroutine waiting in `drained()`; nobody
+/// polls. Belongs to one event loop: the handlers are detached on it and, by executor
+/// affinity, end on it, so the count needs no atomics.
+class cluster_drain {
+public:
+    void begin() noexcept { ++m_running; }
+
+    void end() noexcept {
+        if (--m_running == 0 && m_waiter != nullptr) std::exchange(m_waiter, nullptr)->complete();
+    }
+
+    /// Resumes on `loop` once every handler has ended (at once if none runs); `token` cancels
+    /// with `operation_cancelled` (the handlers go on by themselves).
+    [[nodiscard]] auto drained(event_loop& loop, std::stop_token token) {
+        struct awaiter {
+            cluster_drain* self;
+            event_loop* loop;
+            std::stop_token token;
+            loop_wait wait;
+
+            awaiter(cluster_drain* d, event_loop* l, std::stop_token t)
+                : self(d), loop(l), token(std::move(t)) {}
+            awaiter(const awaiter&) = delete;
+            awaiter& operator=(const awaiter&) = delete;
+            // A frame destroyed while it waits (its loop going away) leaves no dangling waiter.
+            ~awaiter() {
+                if (self->m_waiter == &wait) self->m_waiter = nullptr;
+            }
+
+            bool await_ready() const noexcept { return self->m_running == 0; }
+            void await_suspend(std::coroutine_handle<> h) {
+                self->m_waiter = &wait;
+                wait.arm(h, any_executor(*loop), token, &withdraw, self);
+            }
+            void await_resume() {
+                if (wait.finish()) throw operation_cancelled();
+            }
+            static void withdraw(void* context) noexcept {
+                static_cast<cluster_drain*>(context)->m_waiter = nullptr;
+            }
+        };
+        return awaiter(this, &loop, std::move(token));
+    }
+
+private:
+    std::size_t m_running = 0;
+    loop_wait* m_waiter = nullptr;
+};
+
+/// What `serve` shares with the handlers it starts, which may outlive it (when it is
+/// cancelled).
+struct cluster_serving {
+    std::function<task<void>(tcp_stream)> handler;
+    cluster_drain drain;
+};
+
+/// Runs one connection's handler. An exception ends that connection only, and is reported to
+/// the primary (an `error` event) rather than lost.
+inline task<void> cluster_serve_one(std::shared_ptr<cluster_serving> serving, tcp_stream s) {
+    try {
+        co_await serving->handler(std::move(s));
+    } catch (...) {
+        cluster_report_error("connection handler: " + cluster_describe(std::current_exception()));
+    }
+    serving->drain.end();
 }
 
 } // namespace conflux::detail
