@@ -2,7 +2,7 @@
 
 // The primary side of a cluster: worker slots and their supervision (spawn, restart with
 // back-off, disconnect deadline), the servers it binds and the round-robin hand-over of
-// accepted sockets, and SIGTERM/SIGINT read from a signalfd. Feature internals of
+// accepted sockets, and SIGTERM/SIGINT read on the loop. Feature internals of
 // cluster.hpp, which instantiates `cluster_primary` with its public option and event types
 // (this header never includes cluster.hpp).
 
@@ -16,6 +16,7 @@
 #include <conflux/sleep.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/cluster_protocol.hpp>
+#include <conflux/detail/cluster_signals.hpp>
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/ipc_channel_state.hpp>
 #include <conflux/detail/socket.hpp>
@@ -24,6 +25,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -38,63 +40,33 @@
 #include <utility>
 #include <vector>
 
-#include <pthread.h>
-#include <signal.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
-
 namespace conflux::detail {
 
-/// SIGTERM and SIGINT, blocked in the installing thread and read from a signalfd on a loop.
+/// SIGTERM and SIGINT, blocked in the installing thread and read on a loop.
 class cluster_signals {
 public:
-    cluster_signals() = default;
-    cluster_signals(const cluster_signals&) = delete;
-    cluster_signals& operator=(const cluster_signals&) = delete;
-    ~cluster_signals() { restore(); }
-
-    /// Blocks the two signals in the calling thread and opens the signalfd, watched on
-    /// `loop`. Throws `std::system_error`.
+    /// Blocks the two signals in the calling thread and watches them on `loop`. Throws
+    /// `std::system_error`.
     void install(event_loop& loop) {
-        sigset_t set;
-        ::sigemptyset(&set);
-        ::sigaddset(&set, SIGTERM);
-        ::sigaddset(&set, SIGINT);
-        if (const int err = ::pthread_sigmask(SIG_BLOCK, &set, &m_old_mask); err != 0) {
-            throw_system_error(err, "pthread_sigmask", "SIGTERM, SIGINT");
-        }
-        m_mask_changed = true;
-        m_fd = unique_fd(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
-        if (!m_fd) throw_errno("signalfd");
-        m_watch = std::make_unique<io_watch>(loop, m_fd.get());
+        m_signals.open();
+        m_watch = std::make_unique<io_watch>(loop, m_signals.fd());
     }
 
     /// The number of a signal that arrived, or 0 when none is pending.
-    int take() noexcept {
-        signalfd_siginfo info{};
-        const ssize_t n = ::read(m_fd.get(), &info, sizeof info);
-        return n == static_cast<ssize_t>(sizeof info) ? static_cast<int>(info.ssi_signo) : 0;
-    }
+    int take() noexcept { return m_signals.take(); }
 
     /// Resumes on the loop once a signal may be pending; `token` cancels.
     [[nodiscard]] auto readable(std::stop_token token) { return m_watch->readable(token); }
 
-    /// Closes the signalfd and puts the thread's old mask back. Idempotent.
+    /// Stops watching and puts the thread's old mask back. Idempotent.
     void restore() noexcept {
-        m_watch.reset();
-        m_fd.reset();
-        if (m_mask_changed) {
-            // Fails only for an invalid `how`, which SIG_SETMASK is not.
-            ::pthread_sigmask(SIG_SETMASK, &m_old_mask, nullptr);
-            m_mask_changed = false;
-        }
+        m_watch.reset(); // before the descriptor it watches
+        m_signals.close();
     }
 
 private:
-    unique_fd m_fd;
+    termination_signal_fd m_signals;
     std::unique_ptr<io_watch> m_watch;
-    sigset_t m_old_mask{};
-    bool m_mask_changed = false;
 };
 
 /// One address the workers listen on.
