@@ -335,7 +335,8 @@ inline task<void> cluster_listener::serve(std::function<task<void>(tcp_stream)> 
     }
     m_listener.reset();
     m_queue.reset();
-    co_await serving->drain.drained(loop, co_await get_stop_token());
+    std::stop_token token = co_await get_stop_token();
+    co_await serving->drain.drained(loop, std::move(token));
 }
 
 } // namespace conflux
