@@ -13,6 +13,7 @@
 #include <conflux/detail/cluster_primary.hpp>
 #include <conflux/detail/cluster_protocol.hpp>
 #include <conflux/detail/cluster_worker.hpp>
+#include <conflux/detail/gcc12_temporaries.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -216,11 +217,24 @@ public:
     void shutdown() { m_state->shutdown(); }
 
     /// Sends `message` (any type `codec<T>` encodes) to worker `id`, which reads it with
-    /// `cluster::receive<T>()`. Throws `ipc_error` if that worker is not running.
+    /// `cluster::receive<T>()`. Throws `ipc_error` if that worker is not running. With GCC 12,
+    /// refuses the messages `ipc_channel::send` refuses, for the same reason.
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+    // Not a coroutine: the message is encoded here, not copied into the caller's frame.
+    template <class T>
+    [[nodiscard]] task<void> send(unsigned id, T&& message) {
+        static_assert(!detail::gcc12_unsafe_message<T>,
+                      "GCC 12 destroys an aggregate written inside a co_await expression twice: "
+                      "name the message first and send the name (`T m{...}; co_await "
+                      "c.send(id, m);`) (GCC >= 13 and Clang accept it)");
+        return m_state->send(id, conflux::encode(message));
+    }
+#else
     template <class T>
     [[nodiscard]] task<void> send(unsigned id, T message) {
         co_await m_state->send(id, conflux::encode(message));
     }
+#endif
 
     /// Pid of worker `id`, 0 when it is not running.
     int pid(unsigned id) const noexcept { return m_state->pid(id); }
@@ -257,16 +271,24 @@ public:
     }
 
     /// In a worker: sends `message` to the primary (a `message` event there) and waits until
-    /// it is written. Throws `ipc_error` if the primary went away.
+    /// it is written. Throws `ipc_error` if the primary went away. With GCC 12, refuses the
+    /// messages `ipc_channel::send` refuses, for the same reason.
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+    // Not a coroutine: the message is encoded here, not copied into the caller's frame.
+    template <class T>
+    [[nodiscard]] static task<void> send_to_primary(T&& message) {
+        static_assert(!detail::gcc12_unsafe_message<T>,
+                      "GCC 12 destroys an aggregate written inside a co_await expression twice: "
+                      "name the message first and send the name (`T m{...}; co_await "
+                      "conflux::cluster::send_to_primary(m);`) (GCC >= 13 and Clang accept it)");
+        return send_encoded_to_primary(conflux::encode(message));
+    }
+#else
     template <class T>
     [[nodiscard]] static task<void> send_to_primary(T message) {
-        auto& ws = detail::cluster_worker();
-        detail::cluster_envelope e;
-        e.what = detail::cluster_envelope::user;
-        e.payload = conflux::encode(message);
-        co_await ws.link.send(std::move(e));
-        co_await ws.link.flush();
+        co_await send_encoded_to_primary(conflux::encode(message));
     }
+#endif
 
     /// In a worker: the next message the primary sent with `send`, decoded as `T`; empty once
     /// the primary went away. Cancelled by `token` (default: inherited). Raced in `when_any`,
@@ -286,6 +308,15 @@ public:
 
 private:
     using primary = detail::cluster_primary<cluster_options, worker_event>;
+
+    static task<void> send_encoded_to_primary(std::vector<std::byte> payload) {
+        auto& ws = detail::cluster_worker();
+        detail::cluster_envelope e;
+        e.what = detail::cluster_envelope::user;
+        e.payload = std::move(payload);
+        co_await ws.link.send(std::move(e));
+        co_await ws.link.flush();
+    }
 
     template <class T>
     static task<std::optional<T>> receive_gated(std::stop_token token, detail::race_gate gate) {
