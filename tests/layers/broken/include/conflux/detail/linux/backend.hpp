@@ -1,0 +1,3 @@
+#pragma once
+// A backend leaf that includes a public header.
+#include <conflux/widget.hpp>
