@@ -27,8 +27,6 @@
 #include <string_view>
 #include <utility>
 
-
-
 namespace conflux {
 
 /// A child started by `fork`: a `child_process` plus the IPC channel to it (Node's
@@ -174,7 +172,8 @@ bool register_entry(std::string name, F fn) {
 /// `ipc_options` is trivially destructible and safe in the call everywhere.
 [[nodiscard]] inline task<forked_child> fork(std::string_view entry, arguments args,
                                              const spawn_options& options, const ipc_options& ipc) {
-    return detail::start_fork(detail::self_executable(), std::string(entry), std::move(args), options, ipc);
+    return detail::start_fork(detail::self_executable(), std::string(entry), std::move(args),
+                              options, ipc);
 }
 
 /// `fork` with default IPC options.

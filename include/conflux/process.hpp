@@ -28,7 +28,6 @@
 #include <utility>
 #include <vector>
 
-
 namespace conflux {
 
 /// A running (or finished) child process started by `spawn`, with its pipes as async streams.
