@@ -261,15 +261,11 @@ public:
         try {
             run();
         } catch (...) {
-            // The main task is still suspended: take it off the queue before `start` and `d`
-            // go out of scope.
-            m_remote.take_into(m_ready);
-            m_ready.discard_all();
+            abandon_task(d);
             throw;
         }
         if (!out.ready()) {
-            m_remote.take_into(m_ready);
-            m_ready.discard_all();
+            abandon_task(d);
             throw std::logic_error(
                 "conflux::event_loop::run_until_complete: the loop was stopped before the task "
                 "completed");
@@ -279,6 +275,23 @@ public:
 
 private:
     friend struct detail::loop_access;
+
+    // run_until_complete's task did not complete (the loop failed or was stopped): destroys
+    // its frames now, before `start` and `d` go out of scope, the way the destructor does.
+    // Queued work first, while the frames are alive; then the frames, whose waits may have
+    // been claimed by another thread just before (a channel sender waking a receive): the
+    // destruction of such a wait lets that thread finish, and the resumption it queued lives
+    // in a freed frame, so it is forgotten without being touched.
+    void abandon_task(detail::driver& d) noexcept {
+        m_remote.take_into(m_ready);
+        m_ready.discard_all();
+        d.reset();
+        while (m_foreign_callers.load(std::memory_order_seq_cst) != 0) {
+            std::this_thread::yield();
+        }
+        m_remote.forget_all();
+        m_ready.forget_all();
+    }
 
     // Marks a call from another thread that touches the loop after making work visible to
     // it: that work may end in the loop's destruction, which then waits for the call to end.
