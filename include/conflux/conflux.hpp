@@ -19,6 +19,7 @@
 #include <conflux/net.hpp>
 #include <conflux/process.hpp>
 #include <conflux/process_options.hpp>
+#include <conflux/receive_any.hpp>
 #include <conflux/run.hpp>
 #include <conflux/shared_buffer.hpp>
 #include <conflux/sleep.hpp>
