@@ -158,6 +158,11 @@ TEST_CASE("when_all over a vector of receives gives every value in order") {
         REQUIRE(values.size() == 4);
         for (int i = 0; i < 4; ++i)
             CHECK(values[static_cast<std::size_t>(i)] == std::optional<int>(i));
+
+        // None: an empty vector at once, nothing awaited.
+        std::vector<decltype(channels[0]->receive())> none;
+        auto empty = co_await conflux::when_all(std::move(none));
+        CHECK(empty.empty());
     };
     conflux::run(body());
 }
