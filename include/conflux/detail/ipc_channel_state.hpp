@@ -360,7 +360,7 @@ private:
         using result_type = void;
         std::shared_ptr<ipc_channel_state> s;
 
-        void start() const noexcept {}
+        operation_slot::claim start() const noexcept { return {}; }
         bool step() const noexcept {
             if (s->write_some_now() == write_outcome::would_block) return false;
             s->end_writing();

@@ -28,15 +28,16 @@
 namespace conflux::detail {
 
 /// The loop every asynchronous write runs. `op.start()` claims what the write needs (a
-/// stream's write slot); `op.step()` makes non-blocking attempts and returns true once the
-/// write is finished, false when the descriptor is full; meanwhile the loop waits for write
-/// space on `op.watch()`, which `token` (default: the inherited one) cancels with
-/// `operation_cancelled`. `Op` lives in the coroutine's frame: one frame per write, and a
-/// write that fits costs that frame and the system call alone.
+/// stream's write slot) and returns the claim, held until the write ends; `op.step()` makes
+/// non-blocking attempts and returns true once the write is finished, false when the
+/// descriptor is full; meanwhile the loop waits for write space on `op.watch()`, which `token`
+/// (default: the inherited one) cancels with `operation_cancelled`. `Op` lives in the
+/// coroutine's frame: one frame per write, and a write that fits costs that frame and the
+/// system call alone.
 template <class Op>
 task<typename Op::result_type> write_loop(Op op, std::stop_token token) {
     if (!token.stop_possible()) token = co_await get_stop_token();
-    op.start();
+    const auto claim = op.start();
     while (!op.step()) co_await op.watch().writable(token);
     if constexpr (!std::is_void_v<typename Op::result_type>) co_return op.result();
 }
@@ -89,7 +90,7 @@ protected:
 };
 
 /// One `write` (`All` false: at least one byte, returns how many) or `write_all` on a stream
-/// or socket, for `write_loop`.
+/// or socket, for `write_loop`. Trivially copyable, so that starting a write costs little.
 template <bool All>
 class stream_write {
 public:
@@ -99,7 +100,7 @@ public:
                  std::span<const std::byte> data) noexcept
         : m_stream(stream), m_slot(slot), m_data(data), m_kind(kind) {}
 
-    void start() { m_claim = m_stream.enter(m_slot, "write"); }
+    [[nodiscard]] operation_slot::claim start() const { return m_stream.enter(m_slot, "write"); }
 
     bool step() {
         while (m_done < m_data.size()) {
@@ -125,7 +126,6 @@ private:
     std::span<const std::byte> m_data;
     std::size_t m_done = 0;
     write_kind m_kind;
-    operation_slot::claim m_claim;
 };
 
 /// `write` of `data` on `stream`, holding `slot`: at least one byte, waiting while full.
