@@ -474,7 +474,9 @@ TEST_CASE("a second write while one waits on a full socket is a logic_error; the
     conflux_test::watchdog dog(20s);
     run([]() -> task<void> {
         auto listener = tcp_listener::bind("127.0.0.1", 0);
-        auto [server, client] = co_await tcp_pair(listener);
+        auto pair = co_await tcp_pair(listener);
+        tcp_stream& server = pair.first;
+        tcp_stream& client = pair.second;
         // More than loopback's send and receive buffers hold, so the write must wait.
         const std::string big = pattern(32 << 20);
         std::string refused;
@@ -506,7 +508,9 @@ TEST_CASE("write_all on a socket cancelled half-way: a prefix was sent, no extra
     conflux_test::watchdog dog(20s);
     run([]() -> task<void> {
         auto listener = tcp_listener::bind("127.0.0.1", 0);
-        auto [server, client] = co_await tcp_pair(listener);
+        auto pair = co_await tcp_pair(listener);
+        tcp_stream& server = pair.first;
+        tcp_stream& client = pair.second;
         const std::string big = pattern(32 << 20);
         const auto fds = conflux_test::open_fds();
         std::stop_source stop;
