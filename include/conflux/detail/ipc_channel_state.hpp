@@ -11,6 +11,9 @@
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/ipc_frame.hpp>
 #include <conflux/detail/loop_wait.hpp>
+#include <conflux/detail/operation_slot.hpp>
+#include <conflux/detail/socket.hpp>
+#include <conflux/detail/stream_io.hpp>
 #include <conflux/detail/system_error.hpp>
 #include <conflux/detail/unique_fd.hpp>
 
@@ -161,16 +164,8 @@ public:
 
     // ---- receiving ----------------------------------------------------------------------
 
-    auto begin_receive() {
-        if (m_receiving) {
-            throw std::logic_error("conflux::ipc_channel: two receives at once on one channel");
-        }
-        m_receiving = true;
-        struct guard {
-            ipc_channel_state* s;
-            ~guard() { s->m_receiving = false; }
-        };
-        return guard{this};
+    [[nodiscard]] operation_slot::claim begin_receive() {
+        return m_receiving.enter("receive", "ipc channel", {});
     }
 
     /// The next complete frame, or empty at end-of-file. Throws `ipc_error` (and closes the
@@ -359,11 +354,23 @@ private:
         self->end_writing();
     }
 
-    static task<void> writer(std::shared_ptr<ipc_channel_state> s) {
-        while (s->write_some_now() == write_outcome::would_block) {
-            co_await s->m_watch->writable(std::stop_token());
+    // The background writer: the library's write loop (see stream_io.hpp). It is detached,
+    // and a detached task inherits no stop token: nothing cancels it.
+    struct flush_op {
+        using result_type = void;
+        std::shared_ptr<ipc_channel_state> s;
+
+        operation_slot::claim start() const noexcept { return {}; }
+        bool step() const noexcept {
+            if (s->write_some_now() == write_outcome::would_block) return false;
+            s->end_writing();
+            return true;
         }
-        s->end_writing();
+        io_watch& watch() const noexcept { return *s->m_watch; }
+    };
+
+    static task<void> writer(std::shared_ptr<ipc_channel_state> s) {
+        return write_loop(flush_op{std::move(s)}, std::stop_token());
     }
 
     void end_writing() noexcept {
@@ -397,39 +404,29 @@ private:
                     end = m_marks.front().offset;
                 }
             }
-            iovec iov{m_out.data() + m_out_pos, end - m_out_pos};
-            msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
-            if (attach != nullptr) {
-                const std::size_t bytes = sizeof(int) * attach->size();
-                msg.msg_control = control;
-                msg.msg_controllen = CMSG_SPACE(bytes);
-                cmsghdr* c = CMSG_FIRSTHDR(&msg);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(bytes);
-                auto* out = reinterpret_cast<unsigned char*>(CMSG_DATA(c));
-                for (const file_descriptor& f : *attach) {
-                    const int raw = f.get();
-                    std::memcpy(out, &raw, sizeof raw);
-                    out += sizeof raw;
-                }
-            }
-            const ssize_t n = ::sendmsg(m_sock.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) return write_outcome::would_block;
+            const io_result r = send(m_out.data() + m_out_pos, end - m_out_pos, attach);
+            if (r.error != 0) {
+                if (r.would_block()) return write_outcome::would_block;
                 m_broken = true; // EPIPE, ECONNRESET: the peer is gone
                 break;
             }
             if (attach != nullptr) m_marks.pop_front(); // our duplicates close here
-            m_out_pos += static_cast<std::size_t>(n);
+            m_out_pos += r.bytes;
             if (has_room()) wake(m_room_waiters);
         }
         if (m_broken || m_failed) drop_output();
         return write_outcome::done;
+    }
+
+    // One non-blocking write: the bytes alone as every socket write goes, or with the frame's
+    // descriptors attached.
+    io_result send(const std::byte* data, std::size_t size,
+                   const std::vector<file_descriptor>* attach) noexcept {
+        if (attach == nullptr) return fd_write_some(m_sock.get(), data, size, write_kind::socket);
+        int raw[max_frame_fds];
+        std::size_t count = 0;
+        for (const file_descriptor& f : *attach) raw[count++] = f.get();
+        return send_with_fds(m_sock.get(), data, size, std::span<const int>(raw, count));
     }
 
     // Frees what can no longer be sent, and lets waiting senders see why.
@@ -599,7 +596,7 @@ private:
     bool m_drained = false;
     bool m_short_read_empties = false;
     bool m_failed = false;
-    bool m_receiving = false;
+    operation_slot m_receiving;
 };
 
 } // namespace conflux::detail
