@@ -4,6 +4,8 @@
 #include <conflux/when_all.hpp>
 #include <conflux/when_any.hpp>
 
+#include <conflux/detail/cluster_protocol.hpp>
+
 #include <doctest/doctest.h>
 
 #include "support/test_support.hpp"
@@ -520,5 +522,77 @@ TEST_CASE("SIGTERM or SIGINT to the primary drains the workers and ends the clus
             for (auto& e : exits) CHECK(e.status.code() == std::optional<int>(0));
         }());
         CHECK(conflux_test::zombie_children().empty());
+    }
+}
+
+TEST_CASE("a worker that breaks the protocol is an error event, and its link is closed") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        cluster c({.workers = 1,
+                   .program = worker_program(),
+                   .args = std::vector<std::string>{"bogus"},
+                   .restart = {.enabled = false},
+                   .handle_signals = false});
+        c.start();
+        auto error =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::error; });
+        CHECK(error.worker == 1);
+        CHECK(error.address.find("protocol error from a worker") != std::string::npos);
+        auto exit =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::exit; });
+        CHECK(exit.status.code() == std::optional<int>(3));
+        c.shutdown();
+        co_await drain(c);
+    }());
+}
+
+TEST_CASE("the protocol checks: what each side refuses from the other") {
+    using conflux::detail::check_from_primary;
+    using conflux::detail::check_from_worker;
+    using conflux::detail::cluster_envelope;
+    auto envelope = [](std::uint8_t what) {
+        cluster_envelope m;
+        m.what = what;
+        return m;
+    };
+    auto with_fd = [](cluster_envelope m) {
+        m.fd = conflux::file_descriptor::duplicate(0);
+        return m;
+    };
+    // From the primary: a connection or a shared listener without its socket, a descriptor
+    // where none belongs, an unknown policy or kind, a kind only workers send.
+    CHECK_NOTHROW(check_from_primary(with_fd(envelope(cluster_envelope::connection))));
+    CHECK_THROWS_AS(check_from_primary(envelope(cluster_envelope::connection)), conflux::ipc_error);
+    auto shared = envelope(cluster_envelope::listen_reply);
+    shared.policy = cluster_envelope::policy_shared;
+    CHECK_THROWS_AS(check_from_primary(shared), conflux::ipc_error);
+    CHECK_NOTHROW(check_from_primary(with_fd(std::move(shared))));
+    auto refused = envelope(cluster_envelope::listen_reply);
+    refused.policy = cluster_envelope::policy_shared;
+    refused.error = 98;
+    CHECK_NOTHROW(check_from_primary(refused));
+    auto robin = envelope(cluster_envelope::listen_reply);
+    CHECK_NOTHROW(check_from_primary(robin));
+    CHECK_THROWS_AS(check_from_primary(with_fd(std::move(robin))), conflux::ipc_error);
+    auto unknown_policy = envelope(cluster_envelope::listen_reply);
+    unknown_policy.policy = 3;
+    CHECK_THROWS_AS(check_from_primary(unknown_policy), conflux::ipc_error);
+    CHECK_NOTHROW(check_from_primary(envelope(cluster_envelope::user)));
+    CHECK_NOTHROW(check_from_primary(envelope(cluster_envelope::disconnect)));
+    CHECK_THROWS_AS(check_from_primary(with_fd(envelope(cluster_envelope::disconnect))),
+                    conflux::ipc_error);
+    for (std::uint8_t what : {0, 1, 2, 4, 8, 9, 255}) {
+        CAPTURE(int(what));
+        CHECK_THROWS_AS(check_from_primary(envelope(what)), conflux::ipc_error);
+    }
+    // From a worker: its own kinds only, and never a descriptor.
+    for (std::uint8_t what : {1, 2, 4, 6, 8}) {
+        CAPTURE(int(what));
+        CHECK_NOTHROW(check_from_worker(envelope(what)));
+        CHECK_THROWS_AS(check_from_worker(with_fd(envelope(what))), conflux::ipc_error);
+    }
+    for (std::uint8_t what : {0, 3, 5, 7, 9, 255}) {
+        CAPTURE(int(what));
+        CHECK_THROWS_AS(check_from_worker(envelope(what)), conflux::ipc_error);
     }
 }

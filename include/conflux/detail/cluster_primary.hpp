@@ -299,9 +299,11 @@ private:
             std::optional<cluster_envelope> m;
             try {
                 m = co_await slot->link.receive<cluster_envelope>(std::stop_token{});
+                if (m) check_from_worker(*m);
             } catch (const std::exception& e) {
-                // Malformed input from the worker closed the channel: report it; the worker's
-                // exit (it sees end-of-file and leaves) follows as usual.
+                // Malformed input from the worker closed the channel (or, for a message that
+                // decodes but breaks the protocol, `supervise` closes it on return): report
+                // it; the worker's exit (it sees end-of-file and leaves) follows as usual.
                 st.emit_error(slot->id, slot->pid,
                               std::string("reading the worker's messages: ") + e.what());
                 m.reset();
