@@ -1,6 +1,7 @@
 #pragma once
 
 #include <conflux/codec.hpp>
+#include <conflux/detail/process_name.hpp>
 
 #include <cstddef>
 #include <cstdint>
