@@ -703,6 +703,7 @@ TEST_CASE("json_line_decoder: the same messages however the stream is split") {
     for (std::size_t step = 1; step <= stream.size(); ++step) {
         CAPTURE(step);
         conflux::detail::json_line_decoder d(conflux::codec_limits{});
+        CHECK(!d.next()); // nothing read yet: no message (and, for UBSan, no memchr of null)
         std::vector<std::string> got;
         for (std::size_t at = 0; at < stream.size(); at += step) {
             d.feed(

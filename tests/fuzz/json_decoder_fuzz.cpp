@@ -27,6 +27,7 @@ std::vector<std::string> messages_of(std::span<const std::byte> stream, std::siz
     json_line_decoder decoder(limits);
     std::vector<std::string> out;
     try {
+        if (decoder.next()) std::abort(); // nothing yet: asked before the first read, too
         while (!stream.empty()) {
             const std::size_t n = std::min(step, stream.size());
             decoder.feed(stream.first(n));

@@ -276,6 +276,7 @@ public:
     /// has arrived. Throws `ipc_error` for a line that is not JSON text.
     std::optional<frame> next() {
         for (;;) {
+            if (m_scanned == m_buf.size()) return std::nullopt; // (memchr takes no null)
             const auto* base = reinterpret_cast<const char*>(m_buf.data());
             const char* from = base + m_scanned;
             const char* nl =
