@@ -10,6 +10,7 @@
 #include <conflux/detail/awaitable.hpp>
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/ipc_frame.hpp>
+#include <conflux/detail/ipc_json.hpp>
 #include <conflux/detail/loop_wait.hpp>
 #include <conflux/detail/operation_slot.hpp>
 #include <conflux/detail/socket.hpp>
@@ -57,7 +58,7 @@ public:
     ipc_channel_state(event_loop& loop, unique_fd sock, bool json, codec_limits limits,
                       std::size_t high_water_mark)
         : m_loop(&loop), m_sock(std::move(sock)), m_json(json), m_limits(limits),
-          m_hwm(high_water_mark), m_decoder(limits.max_message_size) {
+          m_hwm(high_water_mark), m_decoder(limits.max_message_size), m_json_lines(limits) {
         struct stat st {};
         if (::fstat(m_sock.get(), &st) != 0) throw_errno("ipc channel", "fstat");
         if (!S_ISSOCK(st.st_mode)) throw_system_error(ENOTSOCK, "ipc channel");
@@ -179,7 +180,11 @@ public:
             if (m_returned) {
                 f.swap(m_returned);
             } else if (m_json) {
-                f = next_json_line();
+                try {
+                    f = m_json_lines.next();
+                } catch (const ipc_error& e) {
+                    fail(e.what());
+                }
             } else if (m_decoder.has_frame()) {
                 f = m_decoder.pop();
             }
@@ -192,7 +197,7 @@ public:
                 co_return f;
             }
             if (m_eof) {
-                if (m_json ? !m_line.empty() : m_decoder.mid_frame()) {
+                if (m_json ? m_json_lines.mid_line() : m_decoder.mid_frame()) {
                     fail("the peer closed the channel in the middle of a message");
                 }
                 co_return std::nullopt;
@@ -310,13 +315,7 @@ private:
     }
 
     void enqueue_json(std::string_view text) {
-        if (text.empty() || text.find('\n') != std::string_view::npos) {
-            throw std::invalid_argument("conflux::ipc_channel: a json message is one non-empty "
-                                        "line of JSON text");
-        }
-        if (text.size() > m_limits.max_message_size) {
-            throw ipc_error("conflux::ipc: message exceeds max_message_size");
-        }
+        check_json_message(text, m_limits);
         const std::size_t start = m_out.size();
         m_out.resize(start + text.size() + 1);
         std::memcpy(m_out.data() + start, text.data(), text.size());
@@ -529,7 +528,7 @@ private:
             try {
                 if (m_json) {
                     if (!fds.empty()) fail("descriptors on a json channel");
-                    m_line.insert(m_line.end(), into.begin(), into.begin() + n);
+                    m_json_lines.feed(into.first(got));
                 } else if (direct) {
                     if (!fds.empty()) m_decoder.reject_direct_fds();
                     m_decoder.commit_direct(got);
@@ -542,30 +541,6 @@ private:
             }
             return true;
         }
-    }
-
-    std::optional<frame> next_json_line() {
-        const auto begin = m_line.begin() + static_cast<std::ptrdiff_t>(m_line_scanned);
-        const auto nl = std::find(begin, m_line.end(), std::byte{'\n'});
-        if (nl == m_line.end()) {
-            m_line_scanned = m_line.size();
-            if (m_line.size() > m_limits.max_message_size) {
-                fail("json message exceeds max_message_size");
-            }
-            return std::nullopt;
-        }
-        frame f;
-        f.body.assign(m_line.begin(), nl);
-        m_line.erase(m_line.begin(), nl + 1);
-        m_line_scanned = 0;
-        // Node's own internal messages ({"cmd":"NODE_..."}) are not for the user.
-        static constexpr std::string_view internal = "{\"cmd\":\"NODE_";
-        if (f.body.size() >= internal.size() &&
-            std::memcmp(f.body.data(), internal.data(), internal.size()) == 0) {
-            return next_json_line();
-        }
-        if (f.body.empty()) return next_json_line();
-        return f;
     }
 
     event_loop* m_loop;
@@ -590,8 +565,7 @@ private:
     frame_decoder m_decoder;
     std::optional<frame> m_returned; // taken by a receive that lost a race: the next one's
     std::vector<std::byte> m_in;
-    std::vector<std::byte> m_line; // json mode: bytes of the current, incomplete line(s)
-    std::size_t m_line_scanned = 0;
+    json_line_decoder m_json_lines; // json mode
     bool m_eof = false;
     bool m_drained = false;
     bool m_short_read_empties = false;
