@@ -11,6 +11,7 @@
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/ipc_frame.hpp>
 #include <conflux/detail/ipc_json.hpp>
+#include <conflux/detail/ipc_transport.hpp>
 #include <conflux/detail/loop_wait.hpp>
 #include <conflux/detail/operation_slot.hpp>
 #include <conflux/detail/socket.hpp>
@@ -35,21 +36,7 @@
 #include <utility>
 #include <vector>
 
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
 namespace conflux::detail {
-
-inline std::pair<unique_fd, unique_fd> ipc_socketpair() {
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        throw_errno("socketpair", "ipc channel");
-    }
-    return {unique_fd(sv[0]), unique_fd(sv[1])};
-}
 
 class ipc_channel_state : public std::enable_shared_from_this<ipc_channel_state> {
 public:
@@ -59,13 +46,7 @@ public:
                       std::size_t high_water_mark)
         : m_loop(&loop), m_sock(std::move(sock)), m_json(json), m_limits(limits),
           m_hwm(high_water_mark), m_decoder(limits.max_message_size), m_json_lines(limits) {
-        struct stat st {};
-        if (::fstat(m_sock.get(), &st) != 0) throw_errno("ipc channel", "fstat");
-        if (!S_ISSOCK(st.st_mode)) throw_system_error(ENOTSOCK, "ipc channel");
-        const int flags = ::fcntl(m_sock.get(), F_GETFL);
-        if (flags < 0 || ::fcntl(m_sock.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
-            throw_errno("ipc channel", "O_NONBLOCK");
-        }
+        prepare_ipc_endpoint(m_sock.get());
         m_short_read_empties = short_read_empties(m_sock.get());
         m_watch = std::make_unique<io_watch>(loop, m_sock.get());
         m_flush.owner = this;
@@ -253,7 +234,7 @@ public:
         m_marks.clear();
         wake(m_room_waiters);
         wake(m_drain_waiters);
-        ::shutdown(m_sock.get(), SHUT_RDWR);
+        shut_down_transport(m_sock.get());
         throw ipc_error(why);
     }
 
@@ -455,92 +436,61 @@ private:
         if (m_shut) return;
         m_shut = true;
         // Wakes a pending receive (it sees end-of-file) and tells the peer.
-        ::shutdown(m_sock.get(), SHUT_RDWR);
-    }
-
-    // Whether a short read proves the socket empty (see read_some): true for a Unix stream
-    // socket without SO_PASSCRED. Anything else is read until EAGAIN.
-    static bool short_read_empties(int fd) noexcept {
-        int domain = 0, type = 0, passcred = 1;
-        socklen_t length = sizeof(int);
-        if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0) return false;
-        length = sizeof(int);
-        if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) return false;
-        length = sizeof(int);
-        if (::getsockopt(fd, SOL_SOCKET, SO_PASSCRED, &passcred, &length) != 0) return false;
-        return domain == AF_UNIX && type == SOCK_STREAM && passcred == 0;
+        shut_down_transport(m_sock.get());
     }
 
     /// One read; false when nothing was there (EAGAIN).
     bool read_some() {
-        for (;;) {
-            std::span<std::byte> into;
-            const bool direct = !m_json && m_decoder.direct_space().size() >= read_chunk;
-            if (direct) {
-                into = m_decoder.direct_space();
-            } else {
-                if (m_in.size() < read_chunk) m_in.resize(read_chunk);
-                into = std::span(m_in);
-            }
-            iovec iov{into.data(), into.size()};
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
-            msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control;
-            msg.msg_controllen = sizeof control;
-            const ssize_t n = ::recvmsg(m_sock.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
-                if (errno == ECONNRESET) {
-                    m_eof = true;
-                    return true;
-                }
-                throw_errno("recvmsg", "ipc channel");
-            }
-            // Own every descriptor that arrived before looking at anything else, so that
-            // each error path below closes them.
-            std::vector<file_descriptor> fds;
-            for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-                const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                const auto* data = reinterpret_cast<const unsigned char*>(CMSG_DATA(c));
-                for (std::size_t i = 0; i < count; ++i) {
-                    int raw;
-                    std::memcpy(&raw, data + i * sizeof raw, sizeof raw);
-                    fds.emplace_back(raw);
-                }
-            }
-            if (msg.msg_flags & MSG_CTRUNC) fail("descriptors were truncated (MSG_CTRUNC)");
-            if (n == 0) {
-                if (!fds.empty()) fail("descriptors arrived without data");
+        std::span<std::byte> into;
+        const bool direct = !m_json && m_decoder.direct_space().size() >= read_chunk;
+        if (direct) {
+            into = m_decoder.direct_space();
+        } else {
+            if (m_in.size() < read_chunk) m_in.resize(read_chunk);
+            into = std::span(m_in);
+        }
+        const ipc_received r = receive_with_fds(m_sock.get(), into);
+        // Own every descriptor that arrived before looking at anything else, so that
+        // each error path below closes them.
+        std::vector<file_descriptor> fds;
+        fds.reserve(r.fd_count);
+        for (std::size_t i = 0; i < r.fd_count; ++i) fds.emplace_back(r.fds[i]);
+        if (r.error != 0) {
+            if (r.would_block()) return false;
+            if (r.error == ECONNRESET) {
                 m_eof = true;
                 return true;
             }
-            const auto got = static_cast<std::size_t>(n);
-            // A Unix stream read stops short of the buffer only when the queue ran out, or
-            // after an skb that carried descriptors (or at a change of sender with
-            // SO_PASSCRED, checked at construction, or at an out-of-band mark, which no IPC
-            // peer sends). So a short read without descriptors left the socket empty, and the
-            // next data raises a fresh edge.
-            m_drained = m_short_read_empties && got < into.size() && fds.empty();
-            try {
-                if (m_json) {
-                    if (!fds.empty()) fail("descriptors on a json channel");
-                    m_json_lines.feed(into.first(got));
-                } else if (direct) {
-                    if (!fds.empty()) m_decoder.reject_direct_fds();
-                    m_decoder.commit_direct(got);
-                } else {
-                    m_decoder.feed(into.first(got), std::move(fds));
-                }
-            } catch (const ipc_error& e) {
-                if (!m_failed) fail(e.what());
-                throw;
-            }
+            throw_system_error(r.error, "recvmsg", "ipc channel");
+        }
+        if (r.truncated) fail("descriptors were truncated (MSG_CTRUNC)");
+        if (r.bytes == 0) {
+            if (!fds.empty()) fail("descriptors arrived without data");
+            m_eof = true;
             return true;
         }
+        const std::size_t got = r.bytes;
+        // A Unix stream read stops short of the buffer only when the queue ran out, or
+        // after an skb that carried descriptors (or at a change of sender with
+        // SO_PASSCRED, checked at construction, or at an out-of-band mark, which no IPC
+        // peer sends). So a short read without descriptors left the socket empty, and the
+        // next data raises a fresh edge.
+        m_drained = m_short_read_empties && got < into.size() && fds.empty();
+        try {
+            if (m_json) {
+                if (!fds.empty()) fail("descriptors on a json channel");
+                m_json_lines.feed(into.first(got));
+            } else if (direct) {
+                if (!fds.empty()) m_decoder.reject_direct_fds();
+                m_decoder.commit_direct(got);
+            } else {
+                m_decoder.feed(into.first(got), std::move(fds));
+            }
+        } catch (const ipc_error& e) {
+            if (!m_failed) fail(e.what());
+            throw;
+        }
+        return true;
     }
 
     event_loop* m_loop;
