@@ -4,20 +4,17 @@
 
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
-#include <conflux/sleep.hpp>
 #include <conflux/stream.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/io_watch.hpp>
-#include <conflux/detail/net_connect.hpp>
 #include <conflux/detail/operation_slot.hpp>
 #include <conflux/detail/socket.hpp>
+#include <conflux/detail/socket_io.hpp>
 #include <conflux/detail/stream_io.hpp>
 #include <conflux/detail/system_error.hpp>
 #include <conflux/detail/unique_fd.hpp>
 
-#include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -339,27 +336,11 @@ private:
             throw std::logic_error("conflux: tcp_listener \"" + m_name +
                                    "\" accepted on another event loop before");
         }
-        using namespace std::chrono_literals;
-        std::chrono::milliseconds backoff = 1ms;
-        for (;;) {
-            detail::accepted a = detail::accept_some(m_fd.get());
-            if (a.fd) {
-                if (m_options.no_delay && !m_unix) detail::set_no_delay(a.fd.get(), true, m_name);
-                if (name != nullptr) *name = m_unix ? m_name : a.peer.to_string();
-                co_return std::move(a.fd);
-            }
-            if (a.error == EAGAIN || a.error == EWOULDBLOCK) {
-                co_await m_watch->readable(token);
-            } else if (detail::accept_error_is_transient(a.error)) {
-                continue;
-            } else if (detail::accept_error_is_exhaustion(a.error)) {
-                ++m_backoffs;
-                co_await sleep_for(backoff, token);
-                backoff = std::min<std::chrono::milliseconds>(backoff * 2, 100ms);
-            } else {
-                detail::throw_system_error(a.error, "accept", m_name);
-            }
-        }
+        detail::accepted a =
+            co_await detail::accept_connection(m_fd.get(), *m_watch, m_name, m_backoffs, token);
+        if (m_options.no_delay && !m_unix) detail::set_no_delay(a.fd.get(), true, m_name);
+        if (name != nullptr) *name = m_unix ? m_name : a.peer.to_string();
+        co_return std::move(a.fd);
     }
 
     static detail::unique_fd open(const detail::socket_address& address,

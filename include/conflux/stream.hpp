@@ -212,12 +212,7 @@ private:
     }
 
     task<std::size_t> read_raw(void* data, std::size_t size, const std::stop_token& token) {
-        for (;;) {
-            const detail::io_result r = detail::fd_read_some(m_fd.get(), data, size);
-            if (r.error == 0) co_return r.bytes;
-            if (!r.would_block()) detail::throw_system_error(r.error, "read", m_name);
-            co_await m_watch->readable(token);
-        }
+        return detail::read_some_async(*this, data, size, token);
     }
 
     std::size_t take_buffered(char* data, std::size_t size) {

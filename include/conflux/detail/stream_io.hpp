@@ -143,6 +143,18 @@ private:
     return write_loop(stream_write<true>(stream, slot, kind, data), std::move(token));
 }
 
+/// One read of up to `size` bytes from `stream` into `data`: at least one byte, or 0 at the
+/// end of the stream; waits while nothing is there. The caller holds the stream's read slot.
+[[nodiscard]] inline task<std::size_t> read_some_async(stream_base& stream, void* data,
+                                                       std::size_t size, std::stop_token token) {
+    for (;;) {
+        const io_result r = fd_read_some(stream.native_handle(), data, size);
+        if (r.error == 0) co_return r.bytes;
+        if (!r.would_block()) throw_system_error(r.error, "read", stream.name());
+        co_await stream.watch().readable(token);
+    }
+}
+
 /// For owners of streams inside the library: a child process's pipes, a socket's write side.
 struct stream_access {
     /// Closes the stream whatever is pending; see stream_base::abandon.

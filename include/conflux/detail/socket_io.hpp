@@ -1,7 +1,9 @@
 #pragma once
 
-// The machinery of `conflux::connect` and `connect_unix` (net.hpp): the non-blocking connect
-// and the wait for its handshake. The system calls are the backend's (detail/socket.hpp).
+// The two socket operations of the loop backend besides reads and writes (detail/stream_io.hpp),
+// as operations that complete: a connect that ends connected, an accept that ends with a
+// connection. Here they are built from the backend's non-blocking calls (detail/socket.hpp)
+// and waits for readiness; a completion-port backend would issue them and await the result.
 
 #include <conflux/event_loop.hpp>
 #include <conflux/sleep.hpp>
@@ -13,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <stop_token>
 #include <string>
 
@@ -43,6 +46,31 @@ inline task<void> connect_socket(int fd, const socket_address& address, event_lo
         if (err == 0) co_return;
         // Not connected yet: the wake-up was a remembered edge. Wait for the next one.
         if (err != EINPROGRESS) throw_system_error(err, "connect", object);
+    }
+}
+
+/// Accepts the next connection on the non-blocking `listener`, watched by `watch`: waits while
+/// none is pending, retries errors that concern one aborted connection, and backs off (1 ms
+/// doubling to 100 ms, counted in `backoffs`) while descriptors or memory run out. Throws
+/// `std::system_error` naming `object` for any other error.
+inline task<accepted> accept_connection(int listener, io_watch& watch, const std::string& object,
+                                        std::uint64_t& backoffs, std::stop_token token) {
+    using namespace std::chrono_literals;
+    std::chrono::milliseconds backoff = 1ms;
+    for (;;) {
+        accepted a = accept_some(listener);
+        if (a.fd) co_return a;
+        if (a.error == EAGAIN || a.error == EWOULDBLOCK) {
+            co_await watch.readable(token);
+        } else if (accept_error_is_transient(a.error)) {
+            continue;
+        } else if (accept_error_is_exhaustion(a.error)) {
+            ++backoffs;
+            co_await sleep_for(backoff, token);
+            backoff = std::min<std::chrono::milliseconds>(backoff * 2, 100ms);
+        } else {
+            throw_system_error(a.error, "accept", object);
+        }
     }
 }
 
