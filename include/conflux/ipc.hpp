@@ -224,7 +224,7 @@ public:
     std::size_t pending_bytes() const noexcept { return m_state ? m_state->pending() : 0; }
 
     /// Low level: the socket (owned by the channel).
-    int native_handle() const noexcept { return m_state ? m_state->fd() : -1; }
+    conflux::native_handle native_handle() const noexcept { return m_state ? m_state->fd() : -1; }
 
     /// Low level: reports `e` to the peer as a `remote_error` (what a forked child does with
     /// an uncaught exception). Does not wait for it to be written.

@@ -107,7 +107,7 @@ public:
     tcp_stream& operator=(tcp_stream&&) noexcept = default;
 
     bool is_open() const noexcept { return m_in.is_open(); }
-    int native_handle() const noexcept { return m_in.native_handle(); }
+    conflux::native_handle native_handle() const noexcept { return m_in.native_handle(); }
     /// The name used in error messages: the peer's address when it has one.
     const std::string& name() const noexcept { return m_in.name(); }
 
@@ -277,7 +277,7 @@ public:
     }
 
     bool is_open() const noexcept { return static_cast<bool>(m_fd); }
-    int native_handle() const noexcept { return m_fd.get(); }
+    conflux::native_handle native_handle() const noexcept { return m_fd.get(); }
 
     /// The address the socket is bound to; after binding port 0 this holds the port chosen.
     endpoint local_endpoint() const { return endpoint(detail::local_address(m_fd.get())); }

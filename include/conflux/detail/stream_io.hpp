@@ -56,7 +56,7 @@ public:
     }
 
     bool is_open() const noexcept { return static_cast<bool>(m_fd); }
-    int native_handle() const noexcept { return m_fd.get(); }
+    conflux::native_handle native_handle() const noexcept { return m_fd.get(); }
     const std::string& name() const noexcept { return m_name; }
     io_watch& watch() const noexcept { return *m_watch; }
 
