@@ -333,7 +333,7 @@ TEST_CASE("destroying the pool fails queued tasks, stops running ones and joins 
     CHECK(conflux_test::thread_count() == threads_before);
 }
 
-TEST_CASE("bad options and awaiting off any executor are refused") {
+TEST_CASE("bad options are refused; a pool with no minimum starts a thread on demand") {
     CHECK_THROWS_AS(conflux::worker_pool({.minimum = 3, .maximum = 2}), std::invalid_argument);
     conflux::worker_pool pool({.minimum = 0, .maximum = 1});
     CHECK(pool.stats().threads == 0);
@@ -377,4 +377,23 @@ TEST_CASE("stats report wait and run time percentiles") {
     CHECK_THROWS_AS((void)s.run_time.percentile(101), std::invalid_argument);
     conflux::duration_histogram empty;
     CHECK(empty.percentile(50) == 0ns);
+}
+
+TEST_CASE("cancelling a task that awaits a nested run reaches the inner task") {
+    conflux::worker_pool pool({.minimum = 2, .maximum = 2});
+    std::atomic<bool> inner_stopped{false};
+    conflux::run([&]() -> conflux::task<> {
+        auto inner = [&](std::stop_token token) {
+            while (!token.stop_requested()) std::this_thread::sleep_for(100us);
+            inner_stopped = true;
+            return 1;
+        };
+        auto outer = [&pool, &inner]() -> conflux::task<int> {
+            co_return co_await pool.run(inner);
+        };
+        auto outcome = co_await conflux::when_any(pool.run(outer), conflux::sleep_for(20ms));
+        CHECK(outcome.index() == 1);
+    }());
+    CHECK(inner_stopped);
+    CHECK(eventually([&] { return pool.stats().running == 0; }));
 }

@@ -202,6 +202,18 @@ private:
     std::size_t m_size = 0;
 };
 
+/// With GCC 12, refuses the temporaries a `co_await pool.run(...)` would destroy twice.
+template <class F, class... Args>
+constexpr void pool_check_temporaries() noexcept {
+#if CONFLUX_DETAIL_GCC12_TEMPORARIES
+    static_assert(!gcc12_unsafe_rvalue<F> && !(gcc12_unsafe_rvalue<Args> || ...),
+                  "GCC 12 destroys a lambda with captures, or an aggregate, written inside a "
+                  "co_await expression twice: name it first (`auto fn = [v] {...}; co_await "
+                  "pool.run(fn);`) or pass what it captures as arguments "
+                  "(`pool.run([](T v) {...}, v)`) (GCC >= 13 and Clang accept it)");
+#endif
+}
+
 template <class R, class F, class... Args>
 class pool_job_of final : public pool_job {
     using call_t = call_result_t<F, Args...>;
@@ -337,7 +349,7 @@ public:
     /// removed the task from the queue.
     template <class F, class... Args>
     [[nodiscard]] task<spawn_thread_result_t<F, Args...>> run(F&& f, Args&&... args) {
-        check_temporaries<F, Args...>();
+        detail::pool_check_temporaries<F, Args...>();
         return run_impl<std::decay_t<F>, std::decay_t<Args>...>(true, std::forward<F>(f),
                                                                 std::forward<Args>(args)...);
     }
@@ -346,7 +358,7 @@ public:
     /// waiting for room (Piscina's behaviour with `maxQueue`).
     template <class F, class... Args>
     [[nodiscard]] task<spawn_thread_result_t<F, Args...>> try_run(F&& f, Args&&... args) {
-        check_temporaries<F, Args...>();
+        detail::pool_check_temporaries<F, Args...>();
         return run_impl<std::decay_t<F>, std::decay_t<Args>...>(false, std::forward<F>(f),
                                                                 std::forward<Args>(args)...);
     }
@@ -418,18 +430,6 @@ private:
         detail::pool_recorder run_time;
         detail::native_thread thread;
     };
-
-    template <class F, class... Args>
-    static void check_temporaries() {
-#if CONFLUX_DETAIL_GCC12_TEMPORARIES
-        static_assert(!detail::gcc12_unsafe_rvalue<F> &&
-                          !(detail::gcc12_unsafe_rvalue<Args> || ...),
-                      "GCC 12 destroys a lambda with captures, or an aggregate, written inside a "
-                      "co_await expression twice: name it first (`auto fn = [v] {...}; co_await "
-                      "pool.run(fn);`) or pass what it captures as arguments "
-                      "(`pool.run([](T v) {...}, v)`) (GCC >= 13 and Clang accept it)");
-#endif
-    }
 
     // The awaiter inside `run`: queues the job, cancels it through the awaiter's token.
     template <class Job>
@@ -563,6 +563,7 @@ private:
 
     // The awaiter's stop callback: takes a waiting job back, or stops a running one's token.
     void cancel(detail::pool_job& job, std::stop_source& own) noexcept {
+        bool running = false;
         {
             std::lock_guard lock(m_mutex);
             if (job.where == detail::pool_job::state::queued) {
@@ -571,10 +572,15 @@ private:
             } else if (job.where == detail::pool_job::state::overflow) {
                 m_overflow.erase(&job);
             } else {
-                own.request_stop();
-                return;
+                running = true;
             }
-            job.where = detail::pool_job::state::finished;
+            if (!running) job.where = detail::pool_job::state::finished;
+        }
+        if (running) {
+            // Outside the lock: the task's own stop callbacks may reach this pool (a task
+            // awaiting a nested run).
+            own.request_stop();
+            return;
         }
         job.fail(std::make_exception_ptr(operation_cancelled()));
         job.park.wake();

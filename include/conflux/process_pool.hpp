@@ -204,6 +204,7 @@ public:
     template <class R, class... P, class... Args>
     requires(sizeof...(P) == sizeof...(Args))
         [[nodiscard]] task<R> run(const pool_function<R(P...)>& fn, Args&&... args) {
+        detail::pool_check_temporaries<const pool_function<R(P...)>&, Args...>();
         return run_impl<R, std::decay_t<P>...>(m_state, true, fn.name(),
                                                std::decay_t<P>(std::forward<Args>(args))...);
     }
@@ -212,6 +213,7 @@ public:
     template <class R, class... P, class... Args>
     requires(sizeof...(P) == sizeof...(Args))
         [[nodiscard]] task<R> try_run(const pool_function<R(P...)>& fn, Args&&... args) {
+        detail::pool_check_temporaries<const pool_function<R(P...)>&, Args...>();
         return run_impl<R, std::decay_t<P>...>(m_state, false, fn.name(),
                                                std::decay_t<P>(std::forward<Args>(args))...);
     }
