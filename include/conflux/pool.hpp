@@ -423,6 +423,7 @@ private:
         slot* idle_next = nullptr;
         bool idle = false;
         bool exited = false;
+        bool launched = false; // the thread handle is in place (under the lock)
         detail::timer_entry idle_timer;
         std::atomic<std::uint64_t> started{0};
         std::atomic<std::uint64_t> completed{0};
@@ -553,6 +554,7 @@ private:
                 std::lock_guard lock(m_mutex);
                 --m_threads;
                 grown->exited = true;
+                grown->launched = true;
                 if (m_threads == 0 && job.where == detail::pool_job::state::queued) {
                     m_queue.erase(&job);
                     throw;
@@ -659,7 +661,7 @@ private:
                 s.wake.handle = {};
                 if (s.idle_timer.queued())
                     detail::loop_access::remove_timer(*s.loop, &s.idle_timer);
-                job = s.handoff;
+                job = std::exchange(s.handoff, nullptr);
                 if (!job) {
                     std::lock_guard lock(pool.m_mutex);
                     closer = pool.count_out(s);
@@ -707,23 +709,36 @@ private:
 
     void start(slot& s) {
         slot* sp = &s;
-        s.thread = detail::native_thread(
+        detail::native_thread thread(
             [this, sp]() noexcept {
                 event_loop loop;
                 sp->loop = &loop;
                 try {
                     loop.run_until_complete(pump(*sp));
                 } catch (...) {
-                    // Only the reactor's own failure (EMFILE) can get here: the thread ends.
+                    // Only the reactor's own failure (EMFILE), as the thread went idle, gets
+                    // here: the thread ends, and a job handed to it meanwhile fails.
                     detail::parking* closer = nullptr;
+                    detail::pool_job* orphan = nullptr;
                     {
                         std::lock_guard lock(m_mutex);
+                        if (sp->idle) unlink_idle(*sp);
+                        orphan = std::exchange(sp->handoff, nullptr);
                         if (!sp->exited) closer = count_out(*sp);
+                    }
+                    if (orphan) {
+                        orphan->fail(std::current_exception());
+                        orphan->park.wake();
                     }
                     if (closer) closer->wake();
                 }
             },
             detail::thread_options{m_options.name, 0});
+        // Under the lock: the thread may already have ended, and another caller may be
+        // about to join it.
+        std::lock_guard lock(m_mutex);
+        s.thread = std::move(thread);
+        s.launched = true;
     }
 
     // Joins the threads that ended (all of them with `all`), folding their counters into the
@@ -734,7 +749,8 @@ private:
             std::lock_guard lock(m_mutex);
             for (auto it = m_slots.begin(); it != m_slots.end();) {
                 auto next = std::next(it);
-                if (all || it->exited) done.splice(done.end(), m_slots, it);
+                // Not before start() handed the thread over (a failed start counts as handed).
+                if (it->launched && (all || it->exited)) done.splice(done.end(), m_slots, it);
                 it = next;
             }
         }
