@@ -156,8 +156,9 @@ private:
 /// over the child's typed IPC channel (`codec<T>`; a shareable `buffer`, a `shared_buffer` or
 /// a `file_descriptor` as a descriptor, not as bytes).
 ///
-/// - `minimum`/`maximum` bound the children, `max_queue` the tasks waiting for one (`run`
-///   waits for room, `try_run` throws `pool_error`); children are started on first use.
+/// - `maximum` bounds the children, `max_queue` the tasks waiting for one (`run` waits for
+///   room, `try_run` throws `pool_error`). Children are started on first use and live until
+///   `close()` or destruction (`idle_timeout` does not apply to them yet).
 /// - A child that dies while running a task (a signal, `exit`) fails that task with
 ///   `pool_error` naming the process, how it ended and the function; the pool reaps it,
 ///   starts a replacement and carries on.

@@ -1,4 +1,5 @@
 #include <conflux/pool.hpp>
+#include <conflux/process_pool.hpp>
 #include <conflux/run.hpp>
 #include <conflux/sleep.hpp>
 #include <conflux/when_all.hpp>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -28,6 +30,18 @@ std::size_t scaled(std::size_t n) {
 }
 
 std::uint64_t twice(std::uint64_t i) { return i * 2; }
+
+// Crashes its child when asked to, else doubles.
+const conflux::pool_function<int(int, bool)> double_or_crash("double_or_crash",
+                                                             [](int x, bool crash) {
+                                                                 if (crash) {
+                                                                     std::signal(SIGSEGV, SIG_DFL);
+                                                                     std::raise(SIGSEGV);
+                                                                 }
+                                                                 return 2 * x;
+                                                             });
+
+const conflux::arguments child_args{"--test-case=pool stress child entry"};
 
 } // namespace
 
@@ -160,4 +174,42 @@ TEST_CASE("worker_pool: destroyed over and over with tasks queued and running") 
     CHECK(failed >= rounds * 3); // three threads at most: the others were queued
     CHECK(conflux_test::thread_count() == threads_before);
     CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("pool stress child entry") {
+    CHECK(conflux::run([]() -> conflux::task<int> { co_return 5; }()) == 5);
+}
+
+TEST_CASE("process_pool: one task in ten crashes its child; every task is accounted for") {
+    conflux_test::watchdog dog(120s);
+    const std::size_t total = scaled(300);
+    std::size_t crashed = 0;
+    std::size_t doubled = 0;
+    conflux::run([&]() -> conflux::task<> {
+        conflux::process_pool pool({.minimum = 1, .maximum = 2, .max_queue = 8}, child_args);
+        auto one = [&pool](int i) -> conflux::task<int> {
+            try {
+                co_return co_await pool.run(double_or_crash, i, i % 10 == 3);
+            } catch (const conflux::pool_error&) {
+                co_return -1;
+            }
+        };
+        std::vector<conflux::task<int>> all;
+        for (std::size_t i = 0; i < total; ++i) all.push_back(one(static_cast<int>(i)));
+        const auto results = co_await conflux::when_all(std::move(all));
+        for (std::size_t i = 0; i < total; ++i) {
+            if (results[i] == -1) {
+                CHECK(i % 10 == 3);
+                ++crashed;
+            } else {
+                CHECK(results[i] == static_cast<int>(2 * i));
+                ++doubled;
+            }
+        }
+        CHECK(pool.stats().threads <= 2);
+        co_await pool.close();
+    }());
+    CHECK(crashed + doubled == total);
+    CHECK(crashed == (total + 6) / 10);
+    CHECK(conflux_test::zombie_children().empty());
 }
