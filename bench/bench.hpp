@@ -104,11 +104,12 @@ inline void header() {
 }
 
 /// Prints one table row: the figure, the baseline measured in the same run, the ratio and,
-/// when given, Node.js's figure with conflux's ratio against it.
+/// when given, Node.js's figure with conflux's ratio against it (else `absent` in its cell).
 inline void row(std::string_view name, double figure, double baseline, std::string_view unit,
-                bool higher_is_better = true, std::optional<double> node = {}) {
+                bool higher_is_better = true, std::optional<double> node = {},
+                std::string_view absent = "–") {
     const std::string u(unit);
-    std::string node_cell = "–";
+    std::string node_cell(absent);
     if (node) {
         char text[64];
         std::snprintf(text, sizeof text, " / %.2f×", advantage(figure, *node, higher_is_better));

@@ -18,8 +18,10 @@
 #include <conflux/fork.hpp>
 #include <conflux/ipc.hpp>
 #include <conflux/net.hpp>
+#include <conflux/pool.hpp>
 #include <conflux/process.hpp>
 #include <conflux/process_options.hpp>
+#include <conflux/process_pool.hpp>
 #include <conflux/receive_any.hpp>
 #include <conflux/run.hpp>
 #include <conflux/shared_buffer.hpp>
