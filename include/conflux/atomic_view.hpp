@@ -149,7 +149,7 @@ public:
     /// Never blocks; throws `std::out_of_range` for a bad index.
     std::size_t notify(std::size_t i, std::size_t count = all) const {
         T& element = ref_check(i);
-        return detail::notify_element(&element, key_of(i), count);
+        return detail::notify_element(&element, key_of(i), count, m_owner->wake());
     }
 
     /// `Atomics.waitAsync`: `co_await view.wait_async(i, expected, timeout)` suspends the

@@ -38,7 +38,7 @@ public:
     /// be mapped, `std::system_error` (naming the call) when the OS refuses the memory.
     explicit shared_buffer(std::size_t bytes)
         : m_mapping(std::make_shared<detail::memfd_mapping>(
-              detail::memfd_mapping::create(bytes, "conflux::shared_buffer"))) {}
+              detail::memfd_mapping::create(bytes, "conflux::shared_buffer", true))) {}
 
     /// Maps the shared memory behind `fd` (received from another process), `bytes` bytes of
     /// it. `fd` stays the caller's to close; the buffer keeps its own duplicate.
@@ -50,7 +50,7 @@ public:
     static shared_buffer from_fd(int fd, std::size_t bytes) {
         shared_buffer out;
         out.m_mapping =
-            std::make_shared<detail::memfd_mapping>(detail::memfd_mapping::import(fd, bytes));
+            std::make_shared<detail::memfd_mapping>(detail::memfd_mapping::import(fd, bytes, true));
         return out;
     }
 
