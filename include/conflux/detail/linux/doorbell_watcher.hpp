@@ -88,19 +88,25 @@ public:
         {
             std::lock_guard lock(m_mutex);
             m_stopped = true;
-            for (group& g : m_groups) {
+            for (auto it = m_groups.begin(); it != m_groups.end();) {
+                group& g = *it;
                 if (!g.single) {
                     std::atomic_ref<std::uint32_t>(g.control).fetch_add(1);
                     futex::wake_all(&g.control, true);
-                } else if (!g.entries.empty()) {
-                    // Alive: wake its doorbell (spurious for other sleepers). Gone: unmapping
-                    // woke the thread already.
-                    if (auto m = g.entries.front().owner.lock()) {
-                        futex::wake_all(&m->wake()->doorbell, false);
-                    }
+                } else if (g.finished) {
+                } else if (auto m = g.entries.front().owner.lock()) {
+                    futex::wake_all(&m->wake()->doorbell, false);
+                } else {
+                    // Its memory is gone; the unmapping rang the doorbell, which ends the
+                    // thread unless the address was mapped again, to a word that equals the
+                    // old one, in the instant before it slept. Not waited for (the process
+                    // is exiting), and its group stays allocated for it.
+                    g.thread.detach();
+                    ++it;
+                    continue;
                 }
+                groups.splice(groups.end(), m_groups, it++);
             }
-            groups.splice(groups.end(), m_groups);
         }
         for (group& g : groups) g.thread.join();
     }

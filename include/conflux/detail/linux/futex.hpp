@@ -132,9 +132,10 @@ struct watch_entry {
 inline std::size_t wait_any_capacity() noexcept { return waitv_available() ? 128 : 1; }
 
 /// Sleeps while every `entries[k].word` holds its `expected`, until a wake on any of them
-/// (any bitset), with no timeout. `n` is at least 1 and at most `wait_any_capacity()`.
+/// (any bitset), with no timeout. `n` is at least 1, and at most 1 unless `waitv_available()`
+/// (then at most 128).
 inline status wait_any(const watch_entry* entries, std::size_t n) noexcept {
-    if (!waitv_available()) {
+    if (n == 1) {
         const int op = FUTEX_WAIT_BITSET | (entries[0].process_private ? FUTEX_PRIVATE_FLAG : 0);
         const long r = ::syscall(SYS_futex, entries[0].word, op, entries[0].expected, nullptr,
                                  nullptr, FUTEX_BITSET_MATCH_ANY);

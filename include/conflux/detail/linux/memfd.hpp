@@ -4,6 +4,7 @@
 #include <conflux/detail/posix/unique_fd.hpp>
 #include <conflux/detail/system_error.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -212,9 +213,12 @@ private:
 
     void unmap() noexcept {
         // Kernels without futex_waitv watch each file's doorbell from a thread of its own,
-        // which holds no reference while it sleeps (detail/linux/doorbell_watcher.hpp): wake
-        // it so that it sees the memory gone. A spurious wake for any other sleeper.
-        if (m_wake && !futex::waitv_available()) {
+        // which holds no reference while it sleeps (detail/linux/doorbell_watcher.hpp): ring
+        // it so that it sees the memory gone — bumped as well as woken, so that a thread about
+        // to sleep finds the word moved. For watchers elsewhere, a ring with nothing to do.
+        if (m_wake) {
+            std::atomic_ref<std::uint32_t>(m_wake->doorbell)
+                .fetch_add(1, std::memory_order_seq_cst);
             futex::wake_all(&m_wake->doorbell, false);
         }
         if (m_data) ::munmap(m_data, m_mapped);
