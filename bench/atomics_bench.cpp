@@ -177,8 +177,8 @@ int main() {
                 for (std::size_t i = 0; i < k; ++i) futex(raw, FUTEX_WAKE, INT32_MAX);
             },
             n);
-        bench::row("atomic_view::notify, nobody waiting (vs raw FUTEX_WAKE)", conflux_rate, raw_rate,
-                   "op/s");
+        bench::row("atomic_view::notify, nobody waiting (vs raw FUTEX_WAKE)", conflux_rate,
+                   raw_rate, "op/s");
     }
 
     const auto node_pingpong = bench::node_figure("atomics_pingpong.js");

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -791,4 +792,40 @@ TEST_CASE("wait_async across processes: the buffer destroyed while a waiter is p
     }
     CHECK(reap(child) == 0);
     CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("wait_async across processes: a child made by fork() starts its own watcher") {
+    conflux_test::watchdog dog(60s);
+    conflux::shared_buffer memory(64);
+    const auto cells = memory.view<std::int32_t>(0, 2);
+    // This process's watcher runs (started here if no earlier test did).
+    {
+        const pid_t child = conflux_test::start_shm_child(memory, "pong", 1);
+        CHECK(conflux::run(async_leader(cells, 1)) == 0);
+        CHECK(reap(child) == 0);
+    }
+    cells.store(0, 0);
+    constexpr int rounds = 200;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        // Only the forking thread exists here: the parent's watcher does not. A coroutine
+        // woken from the parent must get a watcher of its own.
+        int late = 0;
+        try {
+            late = conflux::run(async_leader(cells, rounds));
+        } catch (...) {
+            late = -1;
+        }
+        std::_Exit(late == 0 ? 0 : 5);
+    }
+    REQUIRE(pid > 0);
+    for (int k = 0; k < rounds; ++k) {
+        while (cells.load(0) != 2 * k + 1) {
+            REQUIRE(cells.wait(0, 2 * k, 10s) != wait_result::timed_out);
+        }
+        cells.store(0, 2 * k + 2);
+        cells.notify(0);
+    }
+    CHECK(reap(pid) == 0);
+    CHECK(conflux_test::no_children_left());
 }
