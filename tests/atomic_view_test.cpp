@@ -794,6 +794,16 @@ TEST_CASE("wait_async across processes: the buffer destroyed while a waiter is p
     CHECK(conflux_test::open_fds() == fds_before);
 }
 
+// TSan cannot start threads in a child forked from a multithreaded process (it kills it).
+#if defined(__SANITIZE_THREAD__)
+#define CONFLUX_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CONFLUX_TEST_TSAN 1
+#endif
+#endif
+
+#ifndef CONFLUX_TEST_TSAN
 TEST_CASE("wait_async across processes: a child made by fork() starts its own watcher") {
     conflux_test::watchdog dog(60s);
     conflux::shared_buffer memory(64);
@@ -829,3 +839,4 @@ TEST_CASE("wait_async across processes: a child made by fork() starts its own wa
     CHECK(reap(pid) == 0);
     CHECK(conflux_test::no_children_left());
 }
+#endif
