@@ -794,6 +794,32 @@ TEST_CASE("wait_async across processes: the buffer destroyed while a waiter is p
     CHECK(conflux_test::open_fds() == fds_before);
 }
 
+TEST_CASE("wait_async across processes on the path for kernels without futex_waitv") {
+    conflux_test::watchdog dog(60s);
+    auto& watcher = conflux::detail::doorbell_watcher::instance();
+    conflux::detail::futex::pretend_no_waitv.store(true);
+    struct restore {
+        ~restore() { conflux::detail::futex::pretend_no_waitv.store(false); }
+    } restore_waitv;
+    const std::size_t threads_before = watcher.threads();
+    {
+        conflux::shared_buffer memory(64);
+        const auto cells = memory.view<std::int32_t>(0, 2);
+        constexpr int rounds = 300;
+        const pid_t child = conflux_test::start_shm_child(memory, "pong", rounds);
+        CHECK(conflux::run(async_leader(cells, rounds)) == 0);
+        CHECK(reap(child) == 0);
+        // A thread of its own for this buffer (one futex word per wait on such kernels).
+        CHECK(watcher.threads() == threads_before + 1);
+    }
+    // The buffer gone, its thread ends (woken by the unmapping).
+    const auto give_up = clock_type::now() + 5s;
+    while (watcher.threads() != threads_before && clock_type::now() < give_up) {
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(watcher.threads() == threads_before);
+}
+
 // TSan cannot start threads in a child forked from a multithreaded process (it kills it).
 #if defined(__SANITIZE_THREAD__)
 #define CONFLUX_TEST_TSAN 1
