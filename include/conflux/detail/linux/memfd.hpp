@@ -116,10 +116,11 @@ public:
                                         " claimed");
         }
         const auto file_size = static_cast<std::uint64_t>(st.st_size);
-        // A file of conflux's shape: 64-byte aligned and at least one trailer past `size`.
-        const bool may_have_trailer =
-            find_wake_words && file_size % 64 == 0 && file_size >= trailer_bytes &&
-            file_size - trailer_bytes >= size && file_size <= max_size() + trailer_bytes + 64;
+        // A file of conflux's shape: 64-byte aligned, room for a trailer. (`size` reaching
+        // into the trailer is refused below, once the trailer is recognised.)
+        const bool may_have_trailer = find_wake_words && file_size % 64 == 0 &&
+                                      file_size >= trailer_bytes &&
+                                      file_size <= max_size() + trailer_bytes + 64;
         unique_fd own(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
         if (!own) throw_errno("dup memfd", std::to_string(fd));
         if (!may_have_trailer) return map(std::move(own), size, size, "imported");
