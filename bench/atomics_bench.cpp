@@ -1,6 +1,8 @@
-// shared_buffer + atomic_view: `add` against raw std::atomic_ref on the same memory; wait/notify
-// ping-pong between threads and between processes against a raw futex ping-pong (no spin);
-// wait_async wake-up latency against a raw futex round trip; Node.js's Atomics beside each.
+// shared_buffer + atomic_view: `add` against raw std::atomic_ref on the same memory; `notify`
+// with nobody waiting against a raw FUTEX_WAKE; wait/notify ping-pong between threads and
+// between processes against a raw futex ping-pong (no spin); wait_async wake-up latency,
+// within a process and across processes, against a raw futex round trip; Node.js's Atomics
+// beside each.
 #include "bench.hpp"
 
 #include <conflux/conflux.hpp>
@@ -111,6 +113,25 @@ conflux::task<> async_leader(conflux::atomic_view<std::int32_t> cell, std::size_
     }
 }
 
+// A coroutine here, a thread blocked in wait in a forked child (the memory inherited).
+double wait_async_processes_round_trip(const conflux::atomic_view<std::int32_t>& cell,
+                                       std::size_t rounds) {
+    std::int32_t base = 0;
+    return bench::seconds_per_op(
+        [&](std::size_t n) {
+            const pid_t child = ::fork();
+            if (child == 0) {
+                view_side(cell, n, false, base);
+                std::_Exit(0);
+            }
+            conflux::run(async_leader(cell, n, base));
+            int status = 0;
+            ::waitpid(child, &status, 0);
+            base += static_cast<std::int32_t>(2 * n);
+        },
+        rounds, 3);
+}
+
 double wait_async_round_trip(const conflux::atomic_view<std::int32_t>& cell, std::size_t rounds) {
     std::int32_t base = 0;
     return bench::seconds_per_op(
@@ -138,6 +159,26 @@ int main() {
         const double raw_rate = bench::ops_per_second([&](std::size_t k) { raw_adds(raw, k); }, n);
         bench::row("atomic_view::add vs std::atomic_ref::fetch_add (1 thread)", conflux_rate,
                    raw_rate, "op/s", true, bench::node_figure("atomics_add.js"));
+    }
+
+    {
+        // What every notify pays when nobody waits: conflux also checks for async waiters in
+        // this process and in others (one shared load) before the same system call.
+        const auto v = memory.view<std::int32_t>(512, 1);
+        auto* raw = reinterpret_cast<std::uint32_t*>(memory.data() + 576);
+        const std::size_t n = 2'000'000;
+        const double conflux_rate = bench::ops_per_second(
+            [&](std::size_t k) {
+                for (std::size_t i = 0; i < k; ++i) v.notify(0);
+            },
+            n);
+        const double raw_rate = bench::ops_per_second(
+            [&](std::size_t k) {
+                for (std::size_t i = 0; i < k; ++i) futex(raw, FUTEX_WAKE, INT32_MAX);
+            },
+            n);
+        bench::row("atomic_view::notify, nobody waiting (vs raw FUTEX_WAKE)", conflux_rate,
+                   raw_rate, "op/s");
     }
 
     const auto node_pingpong = bench::node_figure("atomics_pingpong.js");
@@ -188,6 +229,21 @@ int main() {
                       rounds);
         bench::row("wait_async round trip, loop <-> thread (vs raw futex threads)", conflux_latency,
                    raw_latency, "s", false, bench::node_figure("atomics_waitasync.js"));
+    }
+    {
+        const auto cell = memory.view<std::int32_t>(640, 1);
+        auto* raw = reinterpret_cast<std::uint32_t*>(memory.data() + 704);
+        const std::size_t rounds = 20'000;
+        const double conflux_latency = wait_async_processes_round_trip(cell, rounds);
+        const double raw_latency =
+            1.0 / processes_round_trips(
+                      [&](std::size_t n, bool leader, std::size_t base) {
+                          raw_side(raw, n, leader, static_cast<std::uint32_t>(base));
+                      },
+                      rounds);
+        bench::row("wait_async round trip across processes, loop <-> thread (vs raw futex "
+                   "processes)",
+                   conflux_latency, raw_latency, "s", false);
     }
     return 0;
 }

@@ -15,8 +15,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -657,3 +659,210 @@ TEST_CASE("wait_async inherits cancellation from when_any") {
     };
     conflux::run(body());
 }
+
+// ---- wait_async across processes --------------------------------------------------------
+
+namespace {
+
+/// The leader's side of a ping-pong on cell 0 (odd values ours, even the partner's) as a
+/// coroutine; returns how many waits ran into their 2 s bound (each one a lost wake-up).
+conflux::task<int> async_leader(conflux::atomic_view<std::int32_t> cells, int rounds) {
+    int late = 0;
+    for (int k = 0; k < rounds; ++k) {
+        cells.store(0, 2 * k + 1);
+        cells.notify(0);
+        while (cells.load(0) != 2 * k + 2) {
+            const wait_result r = co_await cells.wait_async(0, 2 * k + 1, 2s);
+            if (r == wait_result::timed_out) ++late;
+        }
+    }
+    co_return late;
+}
+
+std::size_t async_waiters_now() {
+    return conflux::detail::async_wait_registry::instance().waiting();
+}
+
+} // namespace
+
+TEST_CASE("wait_async across processes: 1,000 round trips, each wake within 2 s") {
+    conflux_test::watchdog dog(60s);
+    const auto fds_before = conflux_test::open_fds();
+    {
+        conflux::shared_buffer memory(64);
+        const auto cells = memory.view<std::int32_t>(0, 2);
+        constexpr int rounds = 1000;
+
+        SUBCASE("a coroutine here, a thread blocked in wait there") {
+            const pid_t child = conflux_test::start_shm_child(memory, "pong", rounds);
+            CHECK(conflux::run(async_leader(cells, rounds)) == 0);
+            CHECK(reap(child) == 0);
+        }
+        SUBCASE("a coroutine here, a coroutine there") {
+            const pid_t child = conflux_test::start_shm_child(memory, "apong", rounds);
+            CHECK(conflux::run(async_leader(cells, rounds)) == 0);
+            CHECK(reap(child) == 0); // 4: one of its waits ran into the bound
+        }
+        SUBCASE("a thread here, a coroutine there") {
+            const pid_t child = conflux_test::start_shm_child(memory, "apong", rounds);
+            for (int k = 0; k < rounds; ++k) {
+                cells.store(0, 2 * k + 1);
+                cells.notify(0);
+                while (cells.load(0) != 2 * k + 2) {
+                    REQUIRE(cells.wait(0, 2 * k + 1, 10s) != wait_result::timed_out);
+                }
+            }
+            CHECK(reap(child) == 0);
+        }
+        CHECK(cells.load(0) == 2 * rounds);
+        CHECK(async_waiters_now() == 0);
+        // One watcher thread at most, however many waits there were.
+        CHECK(conflux::detail::doorbell_watcher::instance().threads() <= 1);
+    }
+    CHECK(conflux_test::no_children_left());
+    CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("wait_async across processes: timeout, and a notify without a store") {
+    conflux_test::watchdog dog(30s);
+    conflux::shared_buffer memory(64);
+    const auto cells = memory.view<std::int32_t>(0, 2);
+    // The child notifies cell 0 without changing it: that does not resume a waiter of another
+    // process (docs/shared_buffer.md), so the wait runs to its timeout.
+    const pid_t child = conflux_test::start_shm_child(memory, "poke");
+    auto body = [&]() -> conflux::task<> {
+        const auto start = clock_type::now();
+        const wait_result r = co_await cells.wait_async(0, 0, 300ms);
+        CHECK(r == wait_result::timed_out);
+        check_waited(clock_type::now() - start, 300ms);
+        CHECK(async_waiters_now() == 0);
+    };
+    conflux::run(body());
+    while (cells.load(1) == 0) REQUIRE(cells.wait(1, 0, 10s) != wait_result::timed_out);
+    cells.store(1, 2);
+    cells.notify(1);
+    CHECK(reap(child) == 0);
+}
+
+TEST_CASE("wait_async across processes: cancellation deregisters the waiter") {
+    conflux_test::watchdog dog(30s);
+    conflux::shared_buffer memory(64);
+    const auto cells = memory.view<std::int32_t>(0, 2);
+    const pid_t child = conflux_test::start_shm_child(memory, "pong", 1);
+    auto body = [&]() -> conflux::task<> {
+        std::stop_source source;
+        std::thread canceller([&] {
+            std::this_thread::sleep_for(20ms);
+            source.request_stop();
+        });
+        CHECK_THROWS_AS(co_await cells.wait_async(0, 0, 10s, source.get_token()),
+                        conflux::operation_cancelled);
+        canceller.join();
+        CHECK(async_waiters_now() == 0);
+        // Still usable: one round trip with the child.
+        CHECK(co_await async_leader(cells, 1) == 0);
+    };
+    conflux::run(body());
+    CHECK(reap(child) == 0);
+}
+
+TEST_CASE("wait_async across processes: the buffer destroyed while a waiter is pending") {
+    conflux_test::watchdog dog(30s);
+    const auto fds_before = conflux_test::open_fds();
+    pid_t child = -1;
+    {
+        std::optional<conflux::shared_buffer> memory(std::in_place, 64);
+        child = conflux_test::start_shm_child(*memory, "pong", 1);
+        auto waiter = [](conflux::atomic_view<std::int32_t> cells) -> conflux::task<int> {
+            co_return co_await async_leader(cells, 1);
+        };
+        auto drop = [&]() -> conflux::task<> {
+            co_await conflux::sleep_for(20ms); // the waiter is suspended by now
+            memory.reset();                    // its view still holds the memory
+            co_return;
+        };
+        auto body = [&]() -> conflux::task<int> {
+            auto w = waiter(memory->view<std::int32_t>(0, 2));
+            auto d = drop();
+            auto results = co_await conflux::when_all(std::move(w), std::move(d));
+            co_return std::get<0>(results);
+        };
+        CHECK(conflux::run(body()) == 0);
+        CHECK_FALSE(memory.has_value());
+    }
+    CHECK(reap(child) == 0);
+    CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("wait_async across processes on the path for kernels without futex_waitv") {
+    conflux_test::watchdog dog(60s);
+    auto& watcher = conflux::detail::doorbell_watcher::instance();
+    conflux::detail::futex::pretend_no_waitv.store(true);
+    struct restore {
+        ~restore() { conflux::detail::futex::pretend_no_waitv.store(false); }
+    } restore_waitv;
+    const std::size_t threads_before = watcher.threads();
+    {
+        conflux::shared_buffer memory(64);
+        const auto cells = memory.view<std::int32_t>(0, 2);
+        constexpr int rounds = 300;
+        const pid_t child = conflux_test::start_shm_child(memory, "pong", rounds);
+        CHECK(conflux::run(async_leader(cells, rounds)) == 0);
+        CHECK(reap(child) == 0);
+        // A thread of its own for this buffer (one futex word per wait on such kernels).
+        CHECK(watcher.threads() == threads_before + 1);
+    }
+    // The buffer gone, its thread ends (woken by the unmapping).
+    const auto give_up = clock_type::now() + 5s;
+    while (watcher.threads() != threads_before && clock_type::now() < give_up) {
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(watcher.threads() == threads_before);
+}
+
+// TSan cannot start threads in a child forked from a multithreaded process (it kills it).
+#if defined(__SANITIZE_THREAD__)
+#define CONFLUX_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CONFLUX_TEST_TSAN 1
+#endif
+#endif
+
+#ifndef CONFLUX_TEST_TSAN
+TEST_CASE("wait_async across processes: a child made by fork() starts its own watcher") {
+    conflux_test::watchdog dog(60s);
+    conflux::shared_buffer memory(64);
+    const auto cells = memory.view<std::int32_t>(0, 2);
+    // This process's watcher runs (started here if no earlier test did).
+    {
+        const pid_t child = conflux_test::start_shm_child(memory, "pong", 1);
+        CHECK(conflux::run(async_leader(cells, 1)) == 0);
+        CHECK(reap(child) == 0);
+    }
+    cells.store(0, 0);
+    constexpr int rounds = 200;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        // Only the forking thread exists here: the parent's watcher does not. A coroutine
+        // woken from the parent must get a watcher of its own.
+        int late = 0;
+        try {
+            late = conflux::run(async_leader(cells, rounds));
+        } catch (...) {
+            late = -1;
+        }
+        std::_Exit(late == 0 ? 0 : 5);
+    }
+    REQUIRE(pid > 0);
+    for (int k = 0; k < rounds; ++k) {
+        while (cells.load(0) != 2 * k + 1) {
+            REQUIRE(cells.wait(0, 2 * k, 10s) != wait_result::timed_out);
+        }
+        cells.store(0, 2 * k + 2);
+        cells.notify(0);
+    }
+    CHECK(reap(pid) == 0);
+    CHECK(conflux_test::no_children_left());
+}
+#endif

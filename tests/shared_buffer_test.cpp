@@ -16,6 +16,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace {
@@ -234,4 +235,19 @@ TEST_CASE("views: bounds, alignment and aliasing") {
     CHECK(raw == 0xA0B0C0D0u);
     CHECK(memory.view<std::uint32_t>().load(3) == 0xA0B0C0D0u);
     CHECK_THROWS_AS(words.load(2), std::out_of_range);
+}
+
+TEST_CASE("from_fd of a shared_buffer's memfd: no further than its size, trailer excluded") {
+    conflux::shared_buffer memory(100);
+    struct stat st {};
+    REQUIRE(::fstat(memory.fd(), &st) == 0);
+    CHECK(static_cast<std::size_t>(st.st_size) > memory.size()); // the wake trailer
+    CHECK(memory.bytes().size() == 100);
+    auto same = conflux::shared_buffer::from_fd(memory.fd(), 100);
+    CHECK(same.size() == 100);
+    // Within the file, but past the buffer: refused, so that nobody writes over the trailer.
+    CHECK_THROWS_AS(conflux::shared_buffer::from_fd(memory.fd(), 101), std::invalid_argument);
+    CHECK(message_of([&] {
+              conflux::shared_buffer::from_fd(memory.fd(), static_cast<std::size_t>(st.st_size));
+          }).find("fewer than") != std::string::npos);
 }

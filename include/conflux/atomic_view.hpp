@@ -146,15 +146,19 @@ public:
     /// returns how many it woke. Waiters of this process's `wait_async` on that element are
     /// woken first (oldest first), then threads blocked in `wait` here or in other processes
     /// (oldest first among threads of equal scheduling priority, as the kernel queues them).
+    /// When other processes have `wait_async` pending on this buffer, it also rings their
+    /// doorbell: those whose element no longer holds their expected value resume (see
+    /// `wait_async`), outside `count` and not counted in the result.
     /// Never blocks; throws `std::out_of_range` for a bad index.
     std::size_t notify(std::size_t i, std::size_t count = all) const {
         T& element = ref_check(i);
-        return detail::notify_element(&element, key_of(i), count);
+        return detail::notify_element(&element, key_of(i), count, m_owner->wake());
     }
 
     /// `Atomics.waitAsync`: `co_await view.wait_async(i, expected, timeout)` suspends the
     /// calling coroutine (never the loop's thread) while element `i` holds `expected`, until a
-    /// `notify` on that element made in this process, or the timeout.
+    /// `notify` on that element — made in this process, or made in another process after a
+    /// store to the element — or the timeout.
     ///
     /// Resumes on the event loop it was awaited on (it must be awaited on an event loop's
     /// thread; otherwise throws `std::logic_error`), with `not_equal` without suspending if
@@ -164,10 +168,14 @@ public:
     ///
     /// Waking: no thread is started per wait. Pending async waits sit in a process-wide
     /// registry keyed by the memory (file and offset, so every mapping of the same buffer in
-    /// this process meets there) that `notify` consults before the kernel. A `notify` from
-    /// *another process* reaches only threads blocked in `wait`, not `wait_async`; across
-    /// processes, wake an async waiter through a channel of its own process, or wait on a
-    /// thread (`spawn_thread` + `wait`).
+    /// this process meets there) that `notify` consults before the kernel. Across processes,
+    /// each buffer's memory ends in a count of pending async waits and a doorbell word; a
+    /// `notify` that sees waiters of another process rings it, and one watcher thread per
+    /// process (started by the first wait, sleeping in the kernel on the doorbells) resumes
+    /// the waiters whose element moved — so a store followed by `notify` in another process
+    /// always resumes the waiter, while a `notify` with no store does not. Needs a buffer
+    /// made by `shared_buffer` (any memfd passed to `from_fd` otherwise waits for this
+    /// process's notifies only). docs/shared_buffer.md has the details and the kernels.
     [[nodiscard]] detail::wait_async_awaiter<T>
     wait_async(std::size_t i, T expected,
                std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max(),

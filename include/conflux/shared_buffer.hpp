@@ -38,19 +38,19 @@ public:
     /// be mapped, `std::system_error` (naming the call) when the OS refuses the memory.
     explicit shared_buffer(std::size_t bytes)
         : m_mapping(std::make_shared<detail::memfd_mapping>(
-              detail::memfd_mapping::create(bytes, "conflux::shared_buffer"))) {}
+              detail::memfd_mapping::create(bytes, "conflux::shared_buffer", true))) {}
 
     /// Maps the shared memory behind `fd` (received from another process), `bytes` bytes of
     /// it. `fd` stays the caller's to close; the buffer keeps its own duplicate.
     ///
     /// Throws `std::invalid_argument` if the file behind `fd` is not sealed against shrinking
     /// (a peer could truncate it and make this process fault with SIGBUS) or holds fewer than
-    /// `bytes` bytes, or `bytes` is 0; `std::system_error` if `fd` is not open or cannot be
-    /// mapped read-write.
+    /// `bytes` bytes (for a buffer made by `shared_buffer`: its `size()`), or `bytes` is 0;
+    /// `std::system_error` if `fd` is not open or cannot be mapped read-write.
     static shared_buffer from_fd(int fd, std::size_t bytes) {
         shared_buffer out;
         out.m_mapping =
-            std::make_shared<detail::memfd_mapping>(detail::memfd_mapping::import(fd, bytes));
+            std::make_shared<detail::memfd_mapping>(detail::memfd_mapping::import(fd, bytes, true));
         return out;
     }
 
@@ -70,7 +70,10 @@ public:
     /// The memfd behind the buffer (close-on-exec; owned by the buffer, do not close it), or
     /// -1 for an empty buffer. To hand the memory to a child, make the child inherit a
     /// duplicate of it (with `conflux::spawn`, `stdio_spec::from_fd(fd())` at the number it
-    /// should have) and pass the number and `size()`; the child calls `from_fd`.
+    /// should have) and pass the number and `size()`; the child calls `from_fd`. The file is
+    /// a little longer than `size()`: it ends in 64 bytes of conflux's own (the count and
+    /// doorbell that carry `notify` to `wait_async` waiters of other processes), which
+    /// `from_fd` finds and `bytes()` does not include.
     int fd() const noexcept { return m_mapping ? m_mapping->fd() : -1; }
 
     /// How many `shared_buffer`s and `atomic_view`s share this memory in this process.

@@ -149,3 +149,46 @@ TEST_CASE("sync and async waiters on one element share notify's count") {
         REQUIRE(woken.load() == 2);
     }
 }
+
+TEST_CASE("wait_async across processes: notifies racing registrations on four lanes, two loops") {
+    // Each round the child's store and notify land around the moment the coroutine checks
+    // the value and registers; a wake lost in that window shows up as a wait running into
+    // its 2 s bound.
+    conflux_test::watchdog dog(300s);
+    constexpr std::size_t lanes_count = 4;
+    conflux::shared_buffer memory(64 + 4 * lanes_count);
+    const auto lanes = memory.view<std::int32_t>(64, lanes_count);
+    const std::size_t rounds = scaled(5'000);
+    const pid_t child = conflux_test::start_shm_child(memory, "lanes", rounds);
+    std::atomic<std::size_t> late{0};
+
+    auto lane = [&](std::size_t j) -> conflux::task<> {
+        for (std::int32_t k = 0; k < static_cast<std::int32_t>(rounds); ++k) {
+            lanes.store(j, 2 * k + 1);
+            lanes.notify(j);
+            while (lanes.load(j) != 2 * k + 2) {
+                const wait_result r = co_await lanes.wait_async(j, 2 * k + 1, 2s);
+                if (r == wait_result::timed_out) late.fetch_add(1);
+            }
+        }
+    };
+    auto loop_body = [&](std::size_t first) -> conflux::task<> {
+        auto a = lane(first);
+        auto b = lane(first + 1);
+        co_await conflux::when_all(std::move(a), std::move(b));
+    };
+    std::vector<std::thread> loops;
+    for (std::size_t i = 0; i < lanes_count; i += 2) {
+        loops.emplace_back([&, i] { conflux::run(loop_body(i)); });
+    }
+    for (auto& t : loops) t.join();
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(late.load() == 0);
+    for (std::size_t j = 0; j < lanes_count; ++j) {
+        CHECK(lanes.load(j) == static_cast<std::int32_t>(2 * rounds));
+    }
+    CHECK(conflux::detail::async_wait_registry::instance().waiting() == 0);
+}

@@ -124,10 +124,12 @@ wait_result wait_element(T* p, T expected, std::chrono::nanoseconds timeout) noe
     }
 }
 
-/// The wake-up of `atomic_view::notify`: in-process async waiters first, then the kernel's.
+/// The wake-up of `atomic_view::notify`: in-process async waiters first (and the doorbell of
+/// other processes' async waiters, when there are any), then the kernel's.
 template <class T>
-std::size_t notify_element(T* p, const wait_key& key, std::size_t count) noexcept {
-    std::size_t woken = async_wait_registry::instance().notify(key, count);
+std::size_t notify_element(T* p, const wait_key& key, std::size_t count,
+                           memfd_mapping::wake_words* wake) noexcept {
+    std::size_t woken = async_wait_registry::instance().notify(key, count, wake);
     if (woken < count)
         woken += futex::wake_bitset(futex_word_of(p), count - woken, futex_lane_of(p));
     return woken;
@@ -144,6 +146,11 @@ public:
         : m_element(p), m_expected(expected), m_timeout(timeout), m_token(std::move(token)),
           m_owner(std::move(owner)) {
         key = k;
+        shared_count = m_owner->wake() ? &m_owner->wake()->async_waiters : nullptr;
+        unchanged = [](const async_waiter_node* node) noexcept {
+            auto* self = static_cast<const wait_async_awaiter*>(node);
+            return self->current() == self->m_expected;
+        };
         on_notified = [](async_waiter_node* node) noexcept {
             auto* self = static_cast<wait_async_awaiter*>(node);
             self->m_result = wait_result::ok;
@@ -202,8 +209,7 @@ public:
         }
         bool linked_now = false;
         try {
-            linked_now = async_wait_registry::instance().link(
-                this, [this] { return current() == m_expected; });
+            linked_now = async_wait_registry::instance().link(this, m_owner);
         } catch (...) {
             if (m_timer.queued()) loop_access::remove_timer(*m_loop, &m_timer);
             throw;

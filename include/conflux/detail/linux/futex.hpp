@@ -119,4 +119,44 @@ inline status wait_pair(const std::uint32_t* first, std::uint32_t first_expected
     return r >= 0 ? status::woken : status_of_errno(errno);
 }
 
+/// One word of `wait_any`: sleep while `*word == expected`. `process_private` for a word that
+/// only this process wakes (cheaper for the kernel to key).
+struct watch_entry {
+    const std::uint32_t* word;
+    std::uint32_t expected;
+    bool process_private;
+};
+
+/// How many words one `wait_any` can watch: futex_waitv's limit (FUTEX_WAITV_MAX), or one
+/// word on kernels without it.
+inline std::size_t wait_any_capacity() noexcept { return waitv_available() ? 128 : 1; }
+
+/// Sleeps while every `entries[k].word` holds its `expected`, until a wake on any of them
+/// (any bitset), with no timeout. `n` is at least 1, and at most 1 unless `waitv_available()`
+/// (then at most 128).
+inline status wait_any(const watch_entry* entries, std::size_t n) noexcept {
+    if (n == 1) {
+        const int op = FUTEX_WAIT_BITSET | (entries[0].process_private ? FUTEX_PRIVATE_FLAG : 0);
+        const long r = ::syscall(SYS_futex, entries[0].word, op, entries[0].expected, nullptr,
+                                 nullptr, FUTEX_BITSET_MATCH_ANY);
+        return r == 0 ? status::woken : status_of_errno(errno);
+    }
+    constexpr std::uint32_t private_flag = 128; // FUTEX2_PRIVATE
+    waitv_entry v[128];
+    for (std::size_t k = 0; k < n; ++k) {
+        v[k] = {entries[k].expected, reinterpret_cast<std::uintptr_t>(entries[k].word),
+                waitv_size_u32 | (entries[k].process_private ? private_flag : 0u), 0};
+    }
+    const long r =
+        ::syscall(futex_waitv_number, v, static_cast<unsigned>(n), 0, nullptr, CLOCK_MONOTONIC);
+    return r >= 0 ? status::woken : status_of_errno(errno);
+}
+
+/// Wakes every waiter on `word`, whatever its bitset; for a process-private word with
+/// `process_private`.
+inline void wake_all(const std::uint32_t* word, bool process_private) noexcept {
+    const int op = FUTEX_WAKE | (process_private ? FUTEX_PRIVATE_FLAG : 0);
+    ::syscall(SYS_futex, word, op, INT_MAX, nullptr, nullptr, 0);
+}
+
 } // namespace conflux::detail::futex

@@ -95,6 +95,13 @@ public:
 
     bool joinable() const noexcept { return m_joinable; }
 
+    /// Lets the thread run on its own (no-op if not joinable).
+    void detach() noexcept {
+        if (!m_joinable) return;
+        m_joinable = false;
+        ::pthread_detach(m_thread);
+    }
+
     /// Waits for the thread to end (no-op if not joinable).
     void join() noexcept {
         if (!m_joinable) return;
