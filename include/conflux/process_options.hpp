@@ -140,6 +140,12 @@ struct spawn_options {
     bool kill_tree = false;
     /// setrlimit(2) in the child before exec.
     std::vector<resource_limit> rlimits{};
+    /// The child is killed (SIGKILL) when this process dies, however it dies, SIGKILL
+    /// included (execa's `cleanup`); ignored with `detached`. Linux: PR_SET_PDEATHSIG, which
+    /// follows the thread that started the child, so children started off the main thread
+    /// are started by a thread the library keeps for that (docs/process.md, "Children that
+    /// die with the parent").
+    bool cleanup = true;
     /// Stopping it kills the child (`kill_signal`, then SIGKILL after `kill_grace`).
     std::stop_token stop_token{};
     /// What dropping a `child_process` whose child still runs does: true = SIGKILL (its
@@ -170,6 +176,8 @@ struct exec_options {
     std::chrono::milliseconds kill_grace{2000};
     bool kill_tree = false;
     std::vector<resource_limit> rlimits{};
+    /// As for spawn: the child dies with this process.
+    bool cleanup = true;
     /// Stopping it ends the call in any phase: the child (or, with `kill_tree`, its group) is
     /// killed and `exec` throws `operation_cancelled`. The stop token the awaiting coroutine
     /// inherited does the same.
