@@ -191,6 +191,10 @@ struct exec_options {
     /// Most bytes kept of stdout and of stderr each (Node's maxBuffer, default 1 MiB);
     /// 0 = unlimited. Beyond it the child is killed and `process_error` reports the overflow.
     std::size_t max_buffer = 1024 * 1024;
+    /// Also capture stdout and stderr together, in the order the reads returned them, into
+    /// `exec_result::all` (execa's `all`), beside the separate ones. Costs a copy of every
+    /// byte; `max_buffer` bounds each stream as before.
+    bool all = false;
     /// How long, after the child exits, its pipes are still read while a process it started
     /// keeps them open (Go's `Cmd.WaitDelay`); empty = as long as they stay open (Node's and
     /// Go's default). When it runs out the pipes are closed and `process_error` is thrown
