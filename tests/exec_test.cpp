@@ -126,6 +126,34 @@ TEST_CASE("exec reads stdout and stderr concurrently: 10 MiB on both never deadl
     CHECK(r.err.size() == n);
 }
 
+TEST_CASE("all: stdout and stderr together in arrival order, beside the separate ones") {
+    no_leaks probe;
+    run([]() -> task<> {
+        exec_options o;
+        o.all = true;
+        auto r = co_await conflux::exec("echo o1; sleep 0.1; echo e1 >&2; sleep 0.1; echo o2", o);
+        CHECK(r.out == "o1\no2\n");
+        CHECK(r.err == "e1\n");
+        CHECK(r.all == "o1\ne1\no2\n");
+        // Without it nothing is copied.
+        auto plain = co_await conflux::exec("echo o1; echo e1 >&2");
+        CHECK(plain.all.empty());
+        // max_buffer bounds each stream as before; `all` holds what was kept.
+        exec_options small;
+        small.all = true;
+        small.max_buffer = 1000;
+        bool overflowed = false;
+        try {
+            auto big = co_await conflux::exec_file(child(), {"out", "100000"}, small);
+        } catch (const conflux::process_error& e) {
+            overflowed = e.buffer_overflow();
+            CHECK(e.result().out.size() == 1000);
+            CHECK(e.result().all.size() == 1000);
+        }
+        CHECK(overflowed);
+    });
+}
+
 TEST_CASE("max_buffer: N fits, N+1 kills the child and keeps the first N bytes") {
     conflux_test::watchdog dog(20s);
     no_leaks probe;

@@ -961,3 +961,53 @@ TEST_CASE("a wait from another loop ends, once, when the child's loop is destroy
         CHECK(outcomes.load() == 1);
     }
 }
+
+namespace {
+
+// Runs the helper that starts a sleeping child (from its main thread or from a thread that
+// then exits) and SIGKILLs itself; returns the child's pid and whether it outlived the thread.
+// Polls until `pid` has exited (gone, or a zombie nobody reaps yet) or `limit` passed.
+bool ended_within(pid_t pid, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        if (gone_within(pid, 0ms)) return true;
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(5ms);
+    }
+}
+
+std::pair<pid_t, bool> orphaned_child(const char* from, bool cleanup) {
+    return run([&]() -> task<std::pair<pid_t, bool>> {
+        const std::string parent = (conflux_test::helper_dir() / "conflux_cleanup_parent").string();
+        conflux::exec_options o;
+        o.check = false;
+        auto r = co_await conflux::exec_file(parent, {child(), from, cleanup ? "1" : "0"}, o);
+        CHECK(r.status.signal() == SIGKILL);
+        const auto nl = r.out.find('\n');
+        REQUIRE(nl != std::string::npos);
+        co_return std::pair<pid_t, bool>{static_cast<pid_t>(std::stol(r.out.substr(0, nl))),
+                                         r.out.substr(nl + 1) == "alive\n"};
+    });
+}
+
+} // namespace
+
+TEST_CASE("cleanup: a child dies with a parent killed by SIGKILL, even when a thread started it") {
+    for (const char* from : {"main", "thread"}) {
+        CAPTURE(from);
+        const auto [pid, survived_thread] = orphaned_child(from, true);
+        REQUIRE(pid > 0);
+        CHECK(survived_thread); // the starting thread's exit did not take it along
+        CHECK(ended_within(pid, 2s));
+        if (!ended_within(pid, 0ms)) ::kill(pid, SIGKILL);
+    }
+}
+
+TEST_CASE("cleanup = false: the child outlives its parent") {
+    const auto [pid, survived_thread] = orphaned_child("thread", false);
+    REQUIRE(pid > 0);
+    CHECK(survived_thread);
+    std::this_thread::sleep_for(100ms);
+    CHECK(!ended_within(pid, 0ms));
+    ::kill(pid, SIGKILL);
+}

@@ -60,6 +60,95 @@ TEST_CASE("read_line splits lines, strips CRLF and returns a last line without n
     CHECK(conflux_test::open_fds() == fds);
 }
 
+TEST_CASE("a line longer than max_line_length throws line_too_long and loses nothing") {
+    conflux_test::watchdog dog(5s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        CHECK(p.reader.max_line_length() == 1024 * 1024);
+        p.reader.set_max_line_length(8);
+        co_await p.writer.write_all("12345678\n123456789\nok\n");
+        CHECK(*co_await p.reader.read_line() == "12345678"); // exactly the maximum
+        bool too_long = false;
+        try {
+            auto line = co_await p.reader.read_line();
+        } catch (const conflux::line_too_long& e) {
+            too_long = std::string(e.what()).find("test reader") != std::string::npos;
+        }
+        CHECK(too_long);
+        CHECK_THROWS_AS(co_await p.reader.read_line(), conflux::line_too_long); // still there
+        char buf[10];
+        CHECK(co_await p.reader.read_some(std::span<char>(buf)) == 10); // "123456789\n"
+        CHECK(*co_await p.reader.read_line() == "ok");
+
+        // No newline at all: it throws once max_line_length bytes are buffered, without
+        // waiting for the end of the stream or buffering the rest.
+        co_await p.writer.write_all(std::string(100, 'x'));
+        bool endless = false;
+        try {
+            auto line = co_await p.reader.read_line();
+        } catch (const conflux::line_too_long&) {
+            endless = true;
+        }
+        CHECK(endless);
+        p.writer.close();
+        CHECK(co_await p.reader.read_all() == std::string(100, 'x'));
+    }());
+}
+
+TEST_CASE("buffered_writer queues up to the high-water mark, flushes, and closes with a flush") {
+    conflux_test::watchdog dog(5s);
+    const auto fds = conflux_test::open_fds();
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        conflux::buffered_writer w(p.writer, 10);
+        CHECK(w.write("hello "));   // 6 queued
+        CHECK(!w.write("world\n")); // 12: above the mark, stop writing
+        CHECK(w.buffered() == 12);
+        co_await w.drain();
+        CHECK(w.buffered() == 0);
+        char buf[32];
+        const std::size_t n = co_await p.reader.read_some(std::span<char>(buf));
+        CHECK(std::string_view(buf, n) == "hello world\n");
+        // More than a pipe holds: the flush waits while the reader catches up.
+        const std::string big(300 * 1024, 'b');
+        w.write(big);
+        auto reader = [&]() -> task<std::string> { co_return co_await p.reader.read_all(); };
+        auto closer = [&]() -> task<> { co_await w.close(); };
+        auto [got, closed] = co_await conflux::when_all(reader(), closer());
+        (void)closed;
+        CHECK(got == big);
+        CHECK(!p.writer.is_open());
+        CHECK_THROWS_AS(w.write("late"), std::logic_error);
+    }());
+    CHECK(conflux_test::open_fds() == fds);
+}
+
+TEST_CASE("buffered_writer to a reader that went away: EPIPE, no SIGPIPE, the bytes stay queued") {
+    conflux_test::watchdog dog(5s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        p.reader.close();
+        conflux::buffered_writer w(p.writer);
+        CHECK(w.write("nobody reads this"));
+        bool epipe = false;
+        try {
+            co_await w.flush();
+        } catch (const std::system_error& e) {
+            epipe = e.code() == std::errc::broken_pipe;
+        }
+        CHECK(epipe);
+        CHECK(w.buffered() == 17);
+        bool close_failed = false;
+        try {
+            co_await w.close();
+        } catch (const std::system_error& e) {
+            close_failed = e.code() == std::errc::broken_pipe;
+        }
+        CHECK(close_failed);
+        CHECK(!p.writer.is_open()); // closed all the same
+    }());
+}
+
 TEST_CASE("read_some after read_line returns the buffered bytes first") {
     conflux_test::watchdog dog(5s);
     conflux::run([]() -> task<> {

@@ -18,6 +18,7 @@
 #include <conflux/fork.hpp>
 #include <conflux/ipc.hpp>
 #include <conflux/net.hpp>
+#include <conflux/pipeline.hpp>
 #include <conflux/pool.hpp>
 #include <conflux/process.hpp>
 #include <conflux/process_options.hpp>

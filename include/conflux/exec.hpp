@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -39,6 +40,8 @@ struct exec_result {
     std::string out;
     std::string err;
     exit_status status;
+    /// With `.all`: stdout and stderr together in arrival order (as each read returned them).
+    std::string all{};
 };
 
 /// Thrown by `exec`/`exec_file` when the child did not exit with code 0 (unless `.check =
@@ -122,6 +125,35 @@ inline task<exec_result> run_exec(std::string label, std::string program,
         readable_stream* r = state->reader(fd);
         if (r == nullptr) co_return;
         bool ended_by_us = false;
+        if (o.all) {
+            // Read by read's result so that both streams land in `all` as they arrive; with a
+            // stopped token the reads still take what the pipe holds, then end.
+            std::string chunk(64 * 1024, '\0');
+            std::size_t after_stop = 0;
+            try {
+                for (;;) {
+                    const std::size_t got = co_await r->read_some(std::span<char>(chunk), readers);
+                    if (got == 0) break;
+                    std::size_t keep = got;
+                    if (o.max_buffer != 0) keep = std::min(got, o.max_buffer - into.size());
+                    into.append(chunk.data(), keep);
+                    res.all.append(chunk.data(), keep);
+                    if (keep < got) {
+                        overflow = true;
+                        break;
+                    }
+                    // Ended by us: a descendant that writes without pause must not hold the
+                    // call, so what follows the stop is read up to a budget.
+                    if (readers.stop_requested() && (after_stop += got) > (std::size_t(1) << 20)) {
+                        break;
+                    }
+                }
+            } catch (const operation_cancelled&) {
+            }
+            if (overflow) state->terminate(child_state::reason::overflow);
+            r->close();
+            co_return;
+        }
         try {
             co_await r->read_into(into, o.max_buffer, &overflow, readers);
         } catch (const operation_cancelled&) {

@@ -140,6 +140,12 @@ struct spawn_options {
     bool kill_tree = false;
     /// setrlimit(2) in the child before exec.
     std::vector<resource_limit> rlimits{};
+    /// The child is killed (SIGKILL) when this process dies, however it dies, SIGKILL
+    /// included (execa's `cleanup`); ignored with `detached`. Linux: PR_SET_PDEATHSIG, which
+    /// follows the thread that started the child, so children started off the main thread
+    /// are started by a thread the library keeps for that (docs/process.md, "Children that
+    /// die with the parent").
+    bool cleanup = true;
     /// Stopping it kills the child (`kill_signal`, then SIGKILL after `kill_grace`).
     std::stop_token stop_token{};
     /// What dropping a `child_process` whose child still runs does: true = SIGKILL (its
@@ -170,6 +176,8 @@ struct exec_options {
     std::chrono::milliseconds kill_grace{2000};
     bool kill_tree = false;
     std::vector<resource_limit> rlimits{};
+    /// As for spawn: the child dies with this process.
+    bool cleanup = true;
     /// Stopping it ends the call in any phase: the child (or, with `kill_tree`, its group) is
     /// killed and `exec` throws `operation_cancelled`. The stop token the awaiting coroutine
     /// inherited does the same.
@@ -183,6 +191,10 @@ struct exec_options {
     /// Most bytes kept of stdout and of stderr each (Node's maxBuffer, default 1 MiB);
     /// 0 = unlimited. Beyond it the child is killed and `process_error` reports the overflow.
     std::size_t max_buffer = 1024 * 1024;
+    /// Also capture stdout and stderr together, in the order the reads returned them, into
+    /// `exec_result::all` (execa's `all`), beside the separate ones. Costs a copy of every
+    /// byte; `max_buffer` bounds each stream as before.
+    bool all = false;
     /// How long, after the child exits, its pipes are still read while a process it started
     /// keeps them open (Go's `Cmd.WaitDelay`); empty = as long as they stay open (Node's and
     /// Go's default). When it runs out the pipes are closed and `process_error` is thrown

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -21,6 +22,12 @@
 #include <utility>
 
 namespace conflux {
+
+/// Thrown by `read_line` when a line is longer than the stream's `max_line_length()`.
+class line_too_long : public error {
+public:
+    using error::error;
+};
 
 /// The reading end of a pipe (or any non-blocking-capable fd: a socket, a FIFO), read
 /// asynchronously on the event loop it belongs to: a child's stdout/stderr from
@@ -119,6 +126,15 @@ public:
 
     /// Reads one line and returns it without its "\n" (nor a "\r" before it), or an empty
     /// optional at end of stream. A last line without a newline is returned as it is.
+    ///
+    /// A line is at most `max_line_length()` bytes (default 1 MiB, the newline not counted):
+    /// a longer one throws `line_too_long` once that many bytes have arrived without a
+    /// newline, so the stream never buffers more than that (plus one read). Nothing is lost:
+    /// the bytes stay buffered for `read_some`, and another `read_line` throws again.
+    ///
+    /// ```
+    /// while (auto line = co_await child.out().read_line()) use(*line);
+    /// ```
     [[nodiscard]] auto read_line(std::stop_token token = {}) {
         auto start = [this, token = std::move(token)](detail::race_gate gate) {
             return read_line_gated(token, gate);
@@ -126,6 +142,10 @@ public:
         return detail::gated_operation<std::optional<std::string>, decltype(start)>(
             std::move(start));
     }
+
+    /// The longest line `read_line` returns; 0 = no limit.
+    std::size_t max_line_length() const noexcept { return m_max_line; }
+    void set_max_line_length(std::size_t bytes) noexcept { m_max_line = bytes; }
 
 private:
     task<std::size_t> read_some_gated(std::span<std::byte> buffer, std::stop_token token,
@@ -171,6 +191,7 @@ private:
         for (;;) {
             const auto nl = m_buffer.find('\n', scan_from);
             if (nl != std::string::npos) {
+                if (m_max_line != 0 && nl - m_pos > m_max_line) throw_line_too_long();
                 if (!gate.claim()) throw operation_cancelled();
                 std::size_t end = nl;
                 if (end > m_pos && m_buffer[end - 1] == '\r') --end;
@@ -181,6 +202,7 @@ private:
             }
             compact();
             scan_from = m_buffer.size();
+            if (m_max_line != 0 && m_buffer.size() - m_pos > m_max_line) throw_line_too_long();
             constexpr std::size_t chunk = 16 * 1024;
             const std::size_t old = m_buffer.size();
             m_buffer.resize(old + chunk);
@@ -201,6 +223,11 @@ private:
                 co_return rest;
             }
         }
+    }
+
+    [[noreturn]] void throw_line_too_long() const {
+        throw line_too_long("read_line on " + m_name + ": a line longer than " +
+                            std::to_string(m_max_line) + " bytes (max_line_length)");
     }
 
     // Puts `bytes`, read but not delivered, back in front of whatever is buffered.
@@ -235,6 +262,7 @@ private:
 
     std::string m_buffer; // bytes read ahead by read_line, from m_pos on
     std::size_t m_pos = 0;
+    std::size_t m_max_line = 1024 * 1024;
 };
 
 /// The writing end of a pipe (or socket, FIFO), written asynchronously on the event loop it
@@ -291,6 +319,81 @@ public:
     [[nodiscard]] task<void> write_all(std::string_view data, std::stop_token token = {}) {
         return write_all(detail::as_bytes(data), std::move(token));
     }
+};
+
+/// A queue in front of a `writable_stream` (Node's `writable.write` semantics): `write`
+/// appends without awaiting and returns whether to keep writing (false once `high_water_mark`
+/// bytes are queued); `co_await flush()` (or `drain()`) writes the queue out through the
+/// stream, `co_await close()` flushes then closes it. Nothing is written before a flush.
+///
+/// ```
+/// conflux::buffered_writer w(child.in());
+/// for (const auto& row : rows) {
+///     if (!w.write(row)) co_await w.drain(); // above the high-water mark: let it out
+/// }
+/// co_await w.close(); // flushes, then EOF for the child
+/// ```
+///
+/// Errors: a flush to a reader that went away throws `std::system_error` with EPIPE (never a
+/// SIGPIPE), and the bytes not written stay queued; `write` after `close` throws
+/// `std::logic_error`. Used on the stream's loop thread, like the stream; the stream must
+/// outlive it.
+class buffered_writer {
+public:
+    explicit buffered_writer(writable_stream& stream, std::size_t high_water_mark = 64 * 1024)
+        : m_stream(&stream), m_high_water(high_water_mark) {}
+
+    buffered_writer(const buffered_writer&) = delete;
+    buffered_writer& operator=(const buffered_writer&) = delete;
+
+    /// Queues `data`; true while fewer than `high_water_mark` bytes are queued. Throws
+    /// `std::logic_error` after `close()`.
+    bool write(std::string_view data) {
+        if (m_closed) {
+            throw std::logic_error("conflux::buffered_writer: write after close on " +
+                                   m_stream->name());
+        }
+        m_queue.append(data);
+        return m_queue.size() - m_pos < m_high_water;
+    }
+
+    /// Bytes queued, not yet written.
+    std::size_t buffered() const noexcept { return m_queue.size() - m_pos; }
+    std::size_t high_water_mark() const noexcept { return m_high_water; }
+
+    /// Writes everything queued. Cancelled or failed, what was not written stays queued.
+    [[nodiscard]] task<void> flush(std::stop_token token = {}) {
+        while (m_pos < m_queue.size()) {
+            const std::string_view rest = std::string_view(m_queue).substr(m_pos);
+            m_pos += co_await m_stream->write(rest, token);
+        }
+        m_queue.clear();
+        m_pos = 0;
+    }
+
+    /// Node's `'drain'`: returns once the queue is written out (the same as `flush`).
+    [[nodiscard]] task<void> drain(std::stop_token token = {}) { return flush(std::move(token)); }
+
+    /// Flushes, then closes the stream (the reader sees end of stream). Later writes throw.
+    /// If the flush fails the stream is closed all the same and the error is thrown.
+    [[nodiscard]] task<void> close(std::stop_token token = {}) {
+        m_closed = true;
+        std::exception_ptr failed;
+        try {
+            co_await flush(std::move(token));
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        m_stream->close();
+        if (failed) std::rethrow_exception(failed);
+    }
+
+private:
+    writable_stream* m_stream;
+    std::size_t m_high_water;
+    std::string m_queue;
+    std::size_t m_pos = 0;
+    bool m_closed = false;
 };
 
 } // namespace conflux

@@ -39,6 +39,7 @@ struct launch_request {
     const std::vector<stdio_spec>* stdio = nullptr;
     bool detached = false;
     bool new_group = false;
+    bool cleanup = false;
     std::optional<uid_t> uid;
     std::optional<gid_t> gid;
     const std::vector<resource_limit>* rlimits = nullptr;
@@ -58,6 +59,7 @@ launch_request make_launch_request(std::string_view program, std::span<const std
     r.stdio = &o.stdio;
     r.detached = o.detached;
     r.new_group = o.kill_tree && !o.detached;
+    r.cleanup = o.cleanup && !o.detached;
     r.uid = o.uid;
     r.gid = o.gid;
     r.rlimits = &o.rlimits;
@@ -294,7 +296,12 @@ inline launched launch(const launch_request& r) {
     plan.gid = r.gid.value_or(0);
 
     spawn_failure failure;
-    spawned child = clone_spawn(plan, failure);
+    spawned child;
+    if (r.cleanup) {
+        child = death_signal_spawner::spawn(plan, failure);
+    } else {
+        child = clone_spawn(plan, failure);
+    }
     if (child.pid < 0) throw_spawn_error(failure.error, r.program, failure.step, *r.cwd);
     out.pid = child.pid;
     out.pidfd = std::move(child.pidfd);

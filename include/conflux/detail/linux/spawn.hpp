@@ -16,17 +16,22 @@
 #include <conflux/detail/system_error.hpp>
 
 #include <cerrno>
+#include <condition_variable>
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -108,6 +113,8 @@ struct spawn_plan {
     bool set_gid = false;
     uid_t uid = 0;
     gid_t gid = 0;
+    int death_signal = 0; // PR_SET_PDEATHSIG: sent to the child when its parent thread exits
+    pid_t parent = 0;     // the parent's process id, checked again once death_signal is set
 };
 
 /// Written by the child, read by the parent after clone() returns.
@@ -234,6 +241,13 @@ CONFLUX_DETAIL_NO_SANITIZE inline int spawn_child_main(void* raw) noexcept {
         }
     }
 
+    // Set last: a change of credentials clears it. If the parent died before it was set,
+    // no signal will come, so the parent's id is checked again afterwards.
+    if (plan.death_signal != 0) {
+        child_syscall(SYS_prctl, PR_SET_PDEATHSIG, plan.death_signal);
+        if (child_syscall(SYS_getppid) != plan.parent) ::syscall(SYS_exit_group, 127);
+    }
+
     // The parent blocked every signal around clone(); the program starts with none blocked.
     std::uint64_t empty_mask = 0;
     child_syscall(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&empty_mask), 0, 8);
@@ -347,6 +361,87 @@ inline spawned clone_spawn(const spawn_plan& plan, spawn_failure& failure) {
     }
     return out;
 }
+
+/// Starts children whose death signal must not fire before the process dies.
+///
+/// PR_SET_PDEATHSIG fires when the *thread* that created the child exits, not the process.
+/// The main thread exits with the process, so a child it starts gets the signal set
+/// directly; every other thread hands the clone to one thread of its own that the library
+/// starts the first time and never ends (a thread that exits would take the children it
+/// started with it). A process made by fork() starts its own.
+class death_signal_spawner {
+public:
+    /// `plan` with a SIGKILL death signal.
+    static spawned spawn(const spawn_plan& plan, spawn_failure& failure) {
+        spawn_plan with_signal = plan;
+        with_signal.death_signal = SIGKILL;
+        with_signal.parent = ::getpid();
+        if (::gettid() == with_signal.parent) return clone_spawn(with_signal, failure);
+        return instance().run(with_signal, failure);
+    }
+
+private:
+    struct job {
+        const spawn_plan* plan = nullptr;
+        spawn_failure* failure = nullptr;
+        spawned result;
+        std::exception_ptr error;
+        bool done = false;
+    };
+
+    static death_signal_spawner& instance() {
+        static std::mutex guard;
+        static death_signal_spawner* current = nullptr;
+        std::lock_guard lock(guard);
+        // Deliberately never destroyed: its thread runs until the process ends. After a
+        // fork() the old one has no thread in this process; a new one is made.
+        if (current == nullptr || current->m_pid != ::getpid()) {
+            current = new death_signal_spawner();
+            std::thread(&death_signal_spawner::serve, current).detach();
+        }
+        return *current;
+    }
+
+    spawned run(const spawn_plan& plan, spawn_failure& failure) {
+        job j;
+        j.plan = &plan;
+        j.failure = &failure;
+        std::unique_lock lock(m_mutex);
+        m_idle.wait(lock, [&] { return m_job == nullptr; });
+        m_job = &j;
+        m_work.notify_one();
+        m_idle.wait(lock, [&] { return j.done; });
+        if (j.error) std::rethrow_exception(j.error);
+        return std::move(j.result);
+    }
+
+    void serve() {
+        sigset_t all;
+        ::sigfillset(&all);
+        ::pthread_sigmask(SIG_SETMASK, &all, nullptr); // process signals go to other threads
+        std::unique_lock lock(m_mutex);
+        for (;;) {
+            m_work.wait(lock, [&] { return m_job != nullptr; });
+            job* j = m_job;
+            lock.unlock();
+            try {
+                j->result = clone_spawn(*j->plan, *j->failure);
+            } catch (...) {
+                j->error = std::current_exception();
+            }
+            lock.lock();
+            j->done = true;
+            m_job = nullptr;
+            m_idle.notify_all();
+        }
+    }
+
+    pid_t m_pid = ::getpid();
+    std::mutex m_mutex;
+    std::condition_variable m_work;
+    std::condition_variable m_idle;
+    job* m_job = nullptr;
+};
 
 /// pidfd_send_signal(2): a signal to exactly the process behind `pidfd`, never a recycled pid.
 inline int pidfd_send_signal(int pidfd, int sig) noexcept {
