@@ -4,6 +4,8 @@
 #include <conflux/when_all.hpp>
 #include <conflux/when_any.hpp>
 
+#include <conflux/detail/cluster_protocol.hpp>
+
 #include <doctest/doctest.h>
 
 #include "support/test_support.hpp"
@@ -11,6 +13,8 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -21,6 +25,7 @@
 #include <vector>
 
 #include <signal.h>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using conflux::cluster;
@@ -99,6 +104,17 @@ task<std::vector<worker_event>> drain(cluster& c) {
 }
 
 } // namespace
+
+// The worker role of this test program itself (a cluster re-running it with no `program`
+// runs only this test case); a no-op in the ordinary run.
+TEST_CASE("cluster worker role (run by the tests below)") {
+    if (!cluster::is_worker()) return;
+    conflux::run([]() -> task<void> {
+        while (auto m = co_await cluster::receive<std::string>()) {
+            co_await cluster::send_to_primary("echo: " + *m);
+        }
+    }());
+}
 
 TEST_CASE("every scheduling mode spreads connections over more than one worker") {
     for (auto policy : {scheduling::round_robin, scheduling::shared, scheduling::reuse_port}) {
@@ -525,5 +541,140 @@ TEST_CASE("SIGTERM or SIGINT to the primary drains the workers and ends the clus
             for (auto& e : exits) CHECK(e.status.code() == std::optional<int>(0));
         }());
         CHECK(conflux_test::zombie_children().empty());
+    }
+}
+
+namespace {
+
+// The pids and /proc views of `workers` workers, once each has answered a message.
+task<void> check_titles(cluster& c, unsigned workers, const std::string& title,
+                        const std::vector<std::string>& args, const std::string& comm) {
+    for (unsigned id = 1; id <= workers; ++id) {
+        (void)co_await wait_for(c, [](const worker_event& e) { return e.what == kind::online; });
+    }
+    for (unsigned id = 1; id <= workers; ++id) {
+        co_await c.send(id, std::string("up?"));
+        auto e =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::message; });
+        CHECK(e.message<std::string>() == "echo: up?");
+    }
+    for (unsigned id = 1; id <= workers; ++id) {
+        CAPTURE(id);
+        std::vector<std::string> expected{title + " " + std::to_string(id)};
+        expected.insert(expected.end(), args.begin(), args.end());
+        CHECK(conflux_test::process_cmdline(c.pid(id)) == expected);
+        CHECK(conflux_test::process_comm(c.pid(id)) == comm.substr(0, 15));
+    }
+}
+
+} // namespace
+
+TEST_CASE("ps shows a worker as the program's name and its id") {
+    conflux_test::watchdog dog(30s);
+    const std::string self =
+        std::filesystem::path(conflux_test::process_cmdline(::getpid()).at(0)).filename().string();
+    conflux::run([&]() -> task<void> {
+        // This program again, through /proc/self/exe: the kernel alone would call it "exe".
+        const std::vector<std::string> args{
+            "--test-case=cluster worker role (run by the tests below)"};
+        cluster c({.workers = 2, .args = args, .handle_signals = false});
+        c.start();
+        co_await check_titles(c, 2, self + ": worker", args, self);
+        c.shutdown();
+        co_await drain(c);
+
+        // Another program: named after it.
+        const std::vector<std::string> echo{"echo"};
+        const std::string helper = "conflux_cluster_worker";
+        cluster other(
+            {.workers = 1, .program = worker_program(), .args = echo, .handle_signals = false});
+        other.start();
+        co_await check_titles(other, 1, helper + ": worker", echo, helper);
+        other.shutdown();
+        co_await drain(other);
+
+        // A title of one's own; the name stays the program's.
+        cluster titled({.workers = 1,
+                        .args = args,
+                        .handle_signals = false,
+                        .title = std::string("my-api: worker")});
+        titled.start();
+        const std::string title = "my-api: worker";
+        co_await check_titles(titled, 1, title, args, self);
+        titled.shutdown();
+        co_await drain(titled);
+    }());
+    CHECK(std::getenv("CONFLUX_PROCESS_NAME") == nullptr);
+}
+
+TEST_CASE("a worker that breaks the protocol is an error event, and its link is closed") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        cluster c({.workers = 1,
+                   .program = worker_program(),
+                   .args = std::vector<std::string>{"bogus"},
+                   .restart = {.enabled = false},
+                   .handle_signals = false});
+        c.start();
+        auto error =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::error; });
+        CHECK(error.worker == 1);
+        CHECK(error.address.find("protocol error from a worker") != std::string::npos);
+        auto exit =
+            co_await wait_for(c, [](const worker_event& e) { return e.what == kind::exit; });
+        CHECK(exit.status.code() == std::optional<int>(3));
+        c.shutdown();
+        co_await drain(c);
+    }());
+}
+
+TEST_CASE("the protocol checks: what each side refuses from the other") {
+    using conflux::detail::check_from_primary;
+    using conflux::detail::check_from_worker;
+    using conflux::detail::cluster_envelope;
+    auto envelope = [](std::uint8_t what) {
+        cluster_envelope m;
+        m.what = what;
+        return m;
+    };
+    auto with_fd = [](cluster_envelope m) {
+        m.fd = conflux::file_descriptor::duplicate(0);
+        return m;
+    };
+    // From the primary: a connection or a shared listener without its socket, a descriptor
+    // where none belongs, an unknown policy or kind, a kind only workers send.
+    CHECK_NOTHROW(check_from_primary(with_fd(envelope(cluster_envelope::connection))));
+    CHECK_THROWS_AS(check_from_primary(envelope(cluster_envelope::connection)), conflux::ipc_error);
+    auto shared = envelope(cluster_envelope::listen_reply);
+    shared.policy = cluster_envelope::policy_shared;
+    CHECK_THROWS_AS(check_from_primary(shared), conflux::ipc_error);
+    CHECK_NOTHROW(check_from_primary(with_fd(std::move(shared))));
+    auto refused = envelope(cluster_envelope::listen_reply);
+    refused.policy = cluster_envelope::policy_shared;
+    refused.error = 98;
+    CHECK_NOTHROW(check_from_primary(refused));
+    auto robin = envelope(cluster_envelope::listen_reply);
+    CHECK_NOTHROW(check_from_primary(robin));
+    CHECK_THROWS_AS(check_from_primary(with_fd(std::move(robin))), conflux::ipc_error);
+    auto unknown_policy = envelope(cluster_envelope::listen_reply);
+    unknown_policy.policy = 3;
+    CHECK_THROWS_AS(check_from_primary(unknown_policy), conflux::ipc_error);
+    CHECK_NOTHROW(check_from_primary(envelope(cluster_envelope::user)));
+    CHECK_NOTHROW(check_from_primary(envelope(cluster_envelope::disconnect)));
+    CHECK_THROWS_AS(check_from_primary(with_fd(envelope(cluster_envelope::disconnect))),
+                    conflux::ipc_error);
+    for (std::uint8_t what : {0, 1, 2, 4, 8, 9, 255}) {
+        CAPTURE(int(what));
+        CHECK_THROWS_AS(check_from_primary(envelope(what)), conflux::ipc_error);
+    }
+    // From a worker: its own kinds only, and never a descriptor.
+    for (std::uint8_t what : {1, 2, 4, 6, 8}) {
+        CAPTURE(int(what));
+        CHECK_NOTHROW(check_from_worker(envelope(what)));
+        CHECK_THROWS_AS(check_from_worker(with_fd(envelope(what))), conflux::ipc_error);
+    }
+    for (std::uint8_t what : {0, 3, 5, 7, 9, 255}) {
+        CAPTURE(int(what));
+        CHECK_THROWS_AS(check_from_worker(envelope(what)), conflux::ipc_error);
     }
 }

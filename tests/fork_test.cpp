@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include <signal.h>
 #include <unistd.h>
@@ -94,6 +95,23 @@ task<void> typed() {
     conflux::register_entry("sleeper", sleeper) && conflux::register_entry("typed", typed);
 
 const conflux::arguments child_args{"--test-case=fork child entry"};
+
+// This program's name as ps shows it: the last component of its argv[0].
+std::string own_name() {
+    return std::filesystem::path(conflux_test::process_cmdline(::getpid()).at(0))
+        .filename()
+        .string();
+}
+
+// Whether process `pid`'s name (ps -o comm) becomes `name` within 5 s: a child renames
+// itself while it starts, so a grandchild we only learnt the pid of may not have yet.
+task<bool> comm_becomes(int pid, std::string name) {
+    for (int i = 0; i < 500; ++i) {
+        if (conflux_test::process_comm(pid) == name) co_return true;
+        co_await conflux::sleep_for(10ms);
+    }
+    co_return conflux_test::process_comm(pid) == name;
+}
 
 } // namespace
 
@@ -215,6 +233,10 @@ TEST_CASE("when the parent is SIGKILLed its forked child exits soon after") {
         auto pid = co_await middle.receive<int>();
         REQUIRE(pid);
         CHECK(::kill(*pid, 0) == 0);
+        // A child's child is named after the program too, not after its parent's title.
+        const std::string self = own_name();
+        CHECK(conflux_test::process_cmdline(*pid).at(0) == self + ": fork sleeper");
+        CHECK(co_await comm_becomes(*pid, self.substr(0, 15)));
         middle.kill(SIGKILL);
         (void)co_await middle.wait();
         bool gone = false;
@@ -225,4 +247,69 @@ TEST_CASE("when the parent is SIGKILLed its forked child exits soon after") {
         CHECK(gone);
         if (!gone) ::kill(*pid, SIGKILL);
     }());
+}
+
+TEST_CASE("ps shows a forked child as the program's name and its entry point") {
+    conflux_test::watchdog dog(20s);
+    const std::string self = own_name();
+    conflux::run([&]() -> task<void> {
+        auto child = co_await conflux::fork("echo", child_args);
+        co_await child.send(std::string("up?"));
+        // It answers from its entry point: it found the entry, and renamed itself before.
+        CHECK(co_await child.receive<std::string>() == std::string("echo: up?"));
+        const int pid = child.pid();
+        CHECK(conflux_test::process_cmdline(pid) ==
+              std::vector<std::string>{self + ": fork echo", "--test-case=fork child entry"});
+        CHECK(conflux_test::process_comm(pid) == self.substr(0, 15));
+        child.disconnect();
+        CHECK((co_await child.wait()).success());
+
+        // A title of one's own replaces argv[0]; ps -o comm still shows the program.
+        conflux::spawn_options titled{.argv0 = "resizer for queue 7"};
+        auto other = co_await conflux::fork("echo", child_args, titled);
+        co_await other.send(std::string("up?"));
+        CHECK(co_await other.receive<std::string>() == std::string("echo: up?"));
+        CHECK(conflux_test::process_cmdline(other.pid()).at(0) == "resizer for queue 7");
+        CHECK(conflux_test::process_comm(other.pid()) == self.substr(0, 15));
+        other.disconnect();
+        CHECK((co_await other.wait()).success());
+    }());
+    // The name travels to the child only: this process keeps no trace of it.
+    CHECK(std::getenv("CONFLUX_PROCESS_NAME") == nullptr);
+}
+
+// Run by the test below, in this program started again through a symlink and a relative
+// path; a no-op in the ordinary run.
+TEST_CASE("fork through a symlink (inner)") {
+    if (std::getenv("CONFLUX_TEST_VIA_SYMLINK") == nullptr) return;
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        auto child = co_await conflux::fork("echo", child_args);
+        co_await child.send(std::string("there?"));
+        CHECK(co_await child.receive<std::string>() == std::string("echo: there?"));
+        CHECK(conflux_test::process_cmdline(child.pid()).at(0) == "linked prog: fork echo");
+        CHECK(conflux_test::process_comm(child.pid()) == "linked prog");
+        child.disconnect();
+        CHECK((co_await child.wait()).success());
+    }());
+}
+
+TEST_CASE("a program started through a relative path and a symlink forks under that name") {
+    conflux_test::watchdog dog(30s);
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("conflux-fork-link-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::filesystem::create_symlink(std::filesystem::read_symlink("/proc/self/exe"),
+                                    dir / "linked prog");
+    conflux::run([&]() -> task<void> {
+        conflux::exec_options opts{
+            .cwd = dir, .env_set = {{"CONFLUX_TEST_VIA_SYMLINK", "1"}}, .check = false};
+        auto r = co_await conflux::exec_file("./linked prog",
+                                             {"--test-case=fork through a symlink (inner)"}, opts);
+        CAPTURE(r.out);
+        CAPTURE(r.err);
+        CHECK(r.status.success());
+        CHECK(r.out.find("test cases: 1 | 1 passed") != std::string::npos);
+    }());
+    std::filesystem::remove_all(dir);
 }

@@ -6,6 +6,7 @@
 #include <conflux/when_all.hpp>
 #include <conflux/when_any.hpp>
 #include <conflux/detail/ipc_frame.hpp>
+#include <conflux/detail/ipc_json.hpp>
 
 #include <doctest/doctest.h>
 
@@ -785,6 +786,115 @@ TEST_CASE("json mode: one JSON text per line, Node's internal messages skipped")
         raw.reset();
         CHECK(!(co_await ch.receive<std::string>()));
     }());
+}
+
+TEST_CASE("json mode: a line that is not JSON text is an ipc_error, then the channel is closed") {
+    conflux_test::watchdog dog(20s);
+    const auto fds_before = conflux_test::open_fds();
+    // Anything pretending to be a Node.js peer: each case follows one good message.
+    const std::vector<std::pair<const char*, std::string>> cases = {
+        {"plain text", "hello\n"},
+        {"unterminated string", "\"abc\n"},
+        {"two values", "1 2\n"},
+        {"trailing comma", "[1,2,]\n"},
+        {"single quotes", "{'a':1}\n"},
+        {"leading zero", "012\n"},
+        {"bad escape", "\"\\x41\"\n"},
+        {"raw control character", std::string("\"a\tb\"\n")},
+        {"NUL byte", std::string("\"a\0b\"\n", 6)},
+        {"invalid UTF-8", "\"\xc3\x28\"\n"},
+        {"overlong UTF-8", "\"\xc0\xaf\"\n"},
+        {"UTF-8 surrogate", "\"\xed\xa0\x80\"\n"},
+        {"deeper than max_depth", std::string(9, '[') + std::string(9, ']') + "\n"},
+        {"a Node-internal prefix that is no JSON", "{\"cmd\":\"NODE_x\n"},
+        {"longer than max_message_size", "\"" + std::string(5000, 'x') + "\"\n"},
+        {"unfinished line then EOF", "[1,2"},
+    };
+    conflux::run([&]() -> task<void> {
+        for (const auto& named_case : cases) {
+            const char* name = named_case.first;
+            CAPTURE(name);
+            auto ch_raw = raw_pair(
+                {.mode = conflux::ipc_mode::json, .max_message_size = 4096, .max_depth = 8});
+            auto& ch = ch_raw.first;
+            auto& raw = ch_raw.second;
+            const std::string in = "{\"good\":[1,2.5e3,\"\\u00e9\xc3\xa9\"]}\n" + named_case.second;
+            write_all(raw.get(), std::as_bytes(std::span(in)));
+            raw.reset();
+            CHECK(co_await ch.receive<std::string>() ==
+                  std::string("{\"good\":[1,2.5e3,\"\\u00e9\xc3\xa9\"]}"));
+            CHECK_THROWS_AS(co_await ch.receive<std::string>(), conflux::ipc_error);
+            CHECK(!ch.connected());
+            CHECK(!(co_await ch.receive<std::string>()));
+        }
+    }());
+    CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("json mode: runs of blank lines and Node's internal messages are skipped in linear "
+          "time, without recursion") {
+    // Each skipped line used to cost a recursive call and a move of everything after it: a
+    // peer writing a few MiB of line feeds overflowed the stack or took minutes.
+    conflux_test::watchdog dog(30s);
+    conflux::run([]() -> task<void> {
+        auto ch_raw = raw_pair({.mode = conflux::ipc_mode::json});
+        auto& ch = ch_raw.first;
+        auto& raw = ch_raw.second;
+        std::string in(4 << 20, '\n');
+        for (int i = 0; i < 20000; ++i) in += "{\"cmd\":\"NODE_HANDLE_ACK\"}\n \r\n";
+        in += "\"after\"\n";
+        std::thread writer([&in, fd = raw.get()] {
+            write_all(fd, std::as_bytes(std::span(in)));
+            ::shutdown(fd, SHUT_WR);
+        });
+        const auto start = std::chrono::steady_clock::now();
+        auto first = co_await ch.receive<std::string>();
+        writer.join();
+        CHECK(first == std::string("\"after\""));
+        CHECK(!(co_await ch.receive<std::string>()));
+        CHECK(std::chrono::steady_clock::now() - start < 10s);
+    }());
+}
+
+TEST_CASE("json mode: what is sent must be one line of JSON text within the limits") {
+    conflux::run([]() -> task<void> {
+        auto a_b = ipc_channel::pair({.mode = conflux::ipc_mode::json, .max_depth = 4});
+        auto& a = a_b.first;
+        auto& b = a_b.second;
+        CHECK_THROWS_AS(co_await a.send(std::string("not json")), std::invalid_argument);
+        CHECK_THROWS_AS(co_await a.send(std::string("  ")), std::invalid_argument);
+        CHECK_THROWS_AS(co_await a.send(std::string("{\"a\":1}\n{\"b\":2}")),
+                        std::invalid_argument);
+        CHECK_THROWS_AS(co_await a.send(std::string("\"\xff\"")), std::invalid_argument);
+        CHECK_THROWS_AS(co_await a.send(std::string("[[[[[1]]]]]")), conflux::ipc_error);
+        // Still usable: the refused messages were never queued.
+        co_await a.send(std::string(" [[[[1]]]] "));
+        co_await a.send(std::string("{\"k\":[true,false,null,-0.5E-7,\"\\ud83d\\ude00\"]}"));
+        CHECK(co_await b.receive<std::string>() == std::string(" [[[[1]]]] "));
+        CHECK(co_await b.receive<std::string>() ==
+              std::string("{\"k\":[true,false,null,-0.5E-7,\"\\ud83d\\ude00\"]}"));
+    }());
+}
+
+TEST_CASE("json_line_decoder: the same messages however the stream is split") {
+    const std::string stream =
+        "{\"a\":[1,{\"b\":null}]}\n\n{\"cmd\":\"NODE_X\"}\n\"\xe2\x82\xac\"\r\n[]\n1";
+    std::vector<std::string> expected = {"{\"a\":[1,{\"b\":null}]}", "\"\xe2\x82\xac\"\r", "[]"};
+    for (std::size_t step = 1; step <= stream.size(); ++step) {
+        CAPTURE(step);
+        conflux::detail::json_line_decoder d(conflux::codec_limits{});
+        CHECK(!d.next()); // nothing read yet: no message (and, for UBSan, no memchr of null)
+        std::vector<std::string> got;
+        for (std::size_t at = 0; at < stream.size(); at += step) {
+            d.feed(
+                std::as_bytes(std::span(stream).subspan(at, std::min(step, stream.size() - at))));
+            while (auto f = d.next()) {
+                got.emplace_back(reinterpret_cast<const char*>(f->body.data()), f->body.size());
+            }
+        }
+        CHECK(got == expected);
+        CHECK(d.mid_line()); // the "1" has no line feed yet
+    }
 }
 
 TEST_CASE("messages too large or too deep are refused on the sending side") {

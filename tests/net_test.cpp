@@ -8,6 +8,7 @@
 #include "support/test_support.hpp"
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -16,9 +17,12 @@
 #include <stop_token>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -446,4 +450,120 @@ TEST_CASE("accept under EMFILE backs off without spinning and recovers when fds 
             co_await conflux::when_all(listener.accept(), conflux::connect("127.0.0.1", port));
         CHECK(a.is_open());
     });
+}
+
+namespace {
+
+// A connected TCP pair over loopback: {accepted, connected}.
+task<std::pair<tcp_stream, tcp_stream>> tcp_pair(tcp_listener& listener) {
+    const auto port = listener.local_endpoint().port();
+    auto [in, out] =
+        co_await conflux::when_all(listener.accept(), conflux::connect("127.0.0.1", port));
+    co_return std::pair<tcp_stream, tcp_stream>(std::move(in), std::move(out));
+}
+
+std::string pattern(std::size_t size) {
+    std::string s(size, '\0');
+    for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>('a' + i % 23);
+    return s;
+}
+
+} // namespace
+
+TEST_CASE("a second write while one waits on a full socket is a logic_error; the first completes") {
+    conflux_test::watchdog dog(20s);
+    run([]() -> task<void> {
+        auto listener = tcp_listener::bind("127.0.0.1", 0);
+        auto pair = co_await tcp_pair(listener);
+        tcp_stream& server = pair.first;
+        tcp_stream& client = pair.second;
+        // More than loopback's send and receive buffers hold, so the write must wait.
+        const std::string big = pattern(32 << 20);
+        std::string refused;
+        auto first = [&]() -> task<void> {
+            co_await client.write_all(big);
+            client.shutdown();
+        };
+        auto second = [&]() -> task<std::string> {
+            co_await conflux::sleep_for(20ms);
+            try {
+                co_await client.write("x");
+            } catch (const std::logic_error& e) {
+                refused = e.what();
+            }
+            CHECK_THROWS_AS(co_await client.write_all("x"), std::logic_error);
+            CHECK_THROWS_AS(client.close(), std::logic_error);
+            co_return co_await server.read_all();
+        };
+        auto [done, got] = co_await conflux::when_all(first(), second());
+        // The same refusal as a pipe's (stream_test): one guard for every stream.
+        CHECK(refused.find("two writes at once on stream \"" + client.name() + "\"") !=
+              std::string::npos);
+        CHECK(got.size() == big.size());
+        CHECK(got == big);
+    });
+}
+
+TEST_CASE("write_all on a socket cancelled half-way: a prefix was sent, no extra descriptor") {
+    conflux_test::watchdog dog(20s);
+    run([]() -> task<void> {
+        auto listener = tcp_listener::bind("127.0.0.1", 0);
+        auto pair = co_await tcp_pair(listener);
+        tcp_stream& server = pair.first;
+        tcp_stream& client = pair.second;
+        const std::string big = pattern(32 << 20);
+        const auto fds = conflux_test::open_fds();
+        std::stop_source stop;
+        std::vector<std::string> fds_while_waiting;
+        auto writer = [&]() -> task<void> {
+            CHECK_THROWS_AS(co_await client.write_all(big, stop.get_token()),
+                            conflux::operation_cancelled);
+            co_await client.write_all("END"); // the write slot was given back
+            client.shutdown();
+        };
+        auto reader = [&]() -> task<std::string> {
+            co_await conflux::sleep_for(20ms);
+            // Waiting for room takes no descriptor: both directions share one watch.
+            fds_while_waiting = conflux_test::open_fds();
+            stop.request_stop();
+            co_return co_await server.read_all();
+        };
+        auto [done, got] = co_await conflux::when_all(writer(), reader());
+        CHECK(fds_while_waiting == fds);
+        REQUIRE(got.size() > 3);
+        const std::size_t prefix = got.size() - 3;
+        CHECK(got.substr(prefix) == "END");
+        CHECK(prefix > 0);
+        CHECK(prefix < big.size());
+        CHECK(got.compare(0, prefix, big, 0, prefix) == 0);
+    });
+}
+
+TEST_CASE("a Unix peer that closed: EPIPE from the write, no SIGPIPE, the signal mask untouched") {
+    conflux_test::watchdog dog(10s);
+    const bool dfl = std::signal(SIGPIPE, SIG_DFL) != SIG_ERR;
+    REQUIRE(dfl);
+    bool blocked_inside = true;
+    run([&]() -> task<void> {
+        const std::string path = "@conflux-net-epipe-" + std::to_string(::getpid());
+        auto listener = tcp_listener::bind_unix(path);
+        auto [server, client] =
+            co_await conflux::when_all(listener.accept(), conflux::connect_unix(path));
+        server.close();
+        try {
+            co_await client.write_all("x");
+            FAIL("no throw");
+        } catch (const std::system_error& e) {
+            CHECK(e.code() == std::errc::broken_pipe);
+            CHECK(std::string(e.what()).find(path) != std::string::npos);
+        }
+        // A socket is written with MSG_NOSIGNAL: no signal to block, none raised.
+        sigset_t mask;
+        ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+        blocked_inside = sigismember(&mask, SIGPIPE) == 1;
+    });
+    CHECK(!blocked_inside);
+    sigset_t pending;
+    ::sigpending(&pending);
+    CHECK(!sigismember(&pending, SIGPIPE));
 }

@@ -317,3 +317,59 @@ TEST_CASE("lines raced against a timer from a writer on another thread: every li
         MESSAGE("races lost to the timer: " << timeouts);
     }());
 }
+
+TEST_CASE("a second write while one waits on a full pipe is a logic_error; the first completes") {
+    conflux_test::watchdog dog(10s);
+    const auto fds = conflux_test::open_fds();
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        const std::string big(1 << 20, 'b');
+        std::string refused;
+        auto first = [&]() -> task<> {
+            co_await p.writer.write_all(big);
+            p.writer.close();
+        };
+        auto second = [&]() -> task<std::string> {
+            co_await conflux::sleep_for(20ms); // the first write now waits for room
+            try {
+                co_await p.writer.write("x");
+            } catch (const std::logic_error& e) {
+                refused = e.what();
+            }
+            CHECK_THROWS_AS(co_await p.writer.write_all("x"), std::logic_error);
+            CHECK_THROWS_AS(p.writer.close(), std::logic_error);
+            co_return co_await p.reader.read_all();
+        };
+        auto [done, got] = co_await conflux::when_all(first(), second());
+        CHECK(refused.find("two writes at once on stream \"test writer\"") != std::string::npos);
+        CHECK(got == big);
+    }());
+    CHECK(conflux_test::open_fds() == fds);
+}
+
+TEST_CASE("write_all of a large buffer cancelled half-way: a prefix was written, writes go on") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        std::string big(4 << 20, '\0');
+        for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 23);
+        std::stop_source stop;
+        auto writer = [&]() -> task<> {
+            CHECK_THROWS_AS(co_await p.writer.write_all(big, stop.get_token()),
+                            conflux::operation_cancelled);
+            co_await p.writer.write_all("END"); // the write slot was given back
+            p.writer.close();
+        };
+        auto reader = [&]() -> task<std::string> {
+            co_await conflux::sleep_for(20ms);
+            stop.request_stop();
+            co_return co_await p.reader.read_all();
+        };
+        auto [done, got] = co_await conflux::when_all(writer(), reader());
+        REQUIRE(got.size() > 3);
+        const std::size_t prefix = got.size() - 3;
+        CHECK(got.substr(prefix) == "END");
+        CHECK(prefix < big.size());
+        CHECK(got.compare(0, prefix, big, 0, prefix) == 0);
+    }());
+}

@@ -6,6 +6,7 @@
 #include <conflux/error.hpp>
 #include <conflux/executor.hpp>
 #include <conflux/task.hpp>
+#include <conflux/detail/channel_awaiters.hpp>
 #include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/waiter_list.hpp>
 
@@ -25,42 +26,6 @@
 #include <variant>
 
 namespace conflux {
-
-/// Thrown by a send on a channel that is (or becomes, while the sender waits) closed.
-class channel_closed : public error {
-public:
-    channel_closed() : error("conflux::channel: send on a closed channel") {}
-};
-
-template <class T>
-class channel;
-
-namespace detail {
-
-template <class T>
-struct channel_receive_node : waiter_node {
-    std::optional<T>* slot = nullptr;
-};
-
-template <class T>
-struct channel_send_node : waiter_node {
-    T* value = nullptr;
-    bool closed = false;
-};
-
-template <class... T>
-class select_awaiter;
-
-inline any_executor require_executor(const char* operation) {
-    any_executor e = current_executor();
-    if (!e) {
-        throw std::logic_error(std::string("conflux: ") + operation +
-                               " must be awaited on an event_loop or thread_pool thread");
-    }
-    return e;
-}
-
-} // namespace detail
 
 /// A multi-producer, multi-consumer queue of `T` between coroutines and threads: Go's
 /// channel, and the safe-across-threads counterpart of Node.js's `MessageChannel`.
@@ -123,8 +88,8 @@ public:
         return m_closed;
     }
 
-    class send_awaiter;
-    class receive_awaiter;
+    using send_awaiter = detail::channel_send_awaiter<T>;
+    using receive_awaiter = detail::channel_receive_awaiter<T>;
 
     /// Awaitable: queues `value`, or hands it to a waiting receiver; waits while the channel
     /// is full. Resumes on the awaiting coroutine's executor. Throws `channel_closed` if the
@@ -254,145 +219,11 @@ public:
         note_handoff(wake);
     }
 
-    // ---------------------------------------------------------------------------------------
-
-    class send_awaiter {
-    public:
-        send_awaiter(channel& ch, T&& value, std::stop_token token) noexcept
-            : m_channel(ch), m_value(std::move(value)), m_token(std::move(token)) {}
-        /// Movable until awaited (as `when_all`/`when_any` do with an rvalue awaitable).
-        send_awaiter(send_awaiter&& other) noexcept
-            : m_channel(other.m_channel), m_value(std::move(other.m_value)),
-              m_token(std::move(other.m_token)) {}
-        send_awaiter(const send_awaiter&) = delete;
-        send_awaiter& operator=(const send_awaiter&) = delete;
-        ~send_awaiter() { m_channel.abandon(m_pending, m_core, m_node, m_callback); }
-
-        bool await_ready() const noexcept { return false; }
-
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) {
-            if (!m_token.stop_possible()) m_token = detail::stop_token_of(h);
-            if (m_token.stop_requested()) {
-                m_early = early::cancelled;
-                return false;
-            }
-            const any_executor resume_on = detail::require_executor("conflux::channel::send");
-            detail::wake_list wake;
-            {
-                std::lock_guard lock(m_channel.m_mutex);
-                if (m_channel.m_closed) {
-                    m_early = early::closed;
-                    return false;
-                }
-                if (m_channel.send_locked(m_value, wake)) {
-                    m_early = early::done;
-                    return false;
-                }
-                m_core.park.prepare(h, resume_on);
-                m_channel.link_sender(m_node, m_core, &m_value);
-                m_pending = true;
-            }
-            return m_channel.finish_suspend(m_core, m_node, m_token, m_callback);
-        }
-
-        void await_resume() {
-            m_callback.reset();
-            m_pending = false;
-            if (m_early == early::cancelled) throw operation_cancelled();
-            if (m_early == early::closed) throw channel_closed();
-            if (m_early == early::done) return;
-            if (m_core.winner() == detail::wait_core::cancelled) throw operation_cancelled();
-            if (m_node.closed) throw channel_closed();
-        }
-
-    private:
-        enum class early { none, done, closed, cancelled };
-        channel& m_channel;
-        T m_value;
-        std::stop_token m_token;
-        early m_early = early::none;
-        bool m_pending = false;
-        detail::wait_core m_core;
-        send_node m_node;
-        std::optional<std::stop_callback<detail::cancel_wait>> m_callback;
-    };
-
-    class receive_awaiter {
-    public:
-        receive_awaiter(channel& ch, std::stop_token token) noexcept
-            : m_channel(ch), m_token(std::move(token)) {}
-        /// Movable until awaited (as `when_all`/`when_any` do with an rvalue awaitable).
-        receive_awaiter(receive_awaiter&& other) noexcept
-            : m_channel(other.m_channel), m_token(std::move(other.m_token)) {}
-        receive_awaiter(const receive_awaiter&) = delete;
-        receive_awaiter& operator=(const receive_awaiter&) = delete;
-        ~receive_awaiter() { m_channel.abandon(m_pending, m_core, m_node, m_callback); }
-
-        bool await_ready() const noexcept { return false; }
-
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) {
-            if (!m_token.stop_possible()) m_token = detail::stop_token_of(h);
-            if (m_token.stop_requested()) {
-                m_cancelled_early = true;
-                return false;
-            }
-            const any_executor resume_on = detail::require_executor("conflux::channel::receive");
-            detail::wake_list wake;
-            {
-                std::lock_guard lock(m_channel.m_mutex);
-                if (m_channel.take_locked(m_slot, wake)) return false;
-                m_core.park.prepare(h, resume_on);
-                m_channel.link_receiver(m_node, m_core, &m_slot);
-                m_pending = true;
-            }
-            return m_channel.finish_suspend(m_core, m_node, m_token, m_callback);
-        }
-
-        std::optional<T> await_resume() {
-            // Waits for a stop callback running on another thread: past this line the
-            // token's state is final for this wait.
-            m_callback.reset();
-            m_pending = false;
-            if (m_cancelled_early || m_core.winner() == detail::wait_core::cancelled) {
-                throw operation_cancelled();
-            }
-            if (m_token.stop_requested()) {
-                // The value was handed over, but the stop came before this coroutine went
-                // on with it (a sender claimed the wait between the stop request and its
-                // callback, or the stop was requested while the resumption was queued, as
-                // when another argument of a when_any wins). Whoever stopped us will not
-                // use the value: it goes back to the channel instead of being lost.
-                give_back(std::move(m_slot));
-                throw operation_cancelled();
-            }
-            return std::move(m_slot);
-        }
-
-        /// Puts a value this receive produced back into the channel, first in line (to a
-        /// waiting receiver, or at the front of the queue). `when_any` calls it when the
-        /// receive took a value after another argument had already won. Throws
-        /// `std::bad_alloc` if the queue cannot grow (the value is then dropped).
-        void give_back(std::optional<T>&& value) {
-            if (value) m_channel.restore(std::move(*value));
-            value.reset();
-        }
-
-    private:
-        channel& m_channel;
-        std::stop_token m_token;
-        bool m_cancelled_early = false;
-        bool m_pending = false;
-        std::optional<T> m_slot;
-        detail::wait_core m_core;
-        receive_node m_node;
-        std::optional<std::stop_callback<detail::cancel_wait>> m_callback;
-    };
-
 private:
     template <class... U>
     friend class detail::select_awaiter;
+    friend class detail::channel_send_awaiter<T>;
+    friend class detail::channel_receive_awaiter<T>;
 
     static void check_sendable([[maybe_unused]] const T& value) {
         if constexpr (std::is_same_v<T, buffer>) {

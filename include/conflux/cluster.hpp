@@ -78,6 +78,11 @@ struct cluster_options {
     /// signals are blocked in the thread that calls `start()` — call it before starting other
     /// threads, which inherit the mask).
     bool handle_signals = true;
+    /// What `ps` shows for each worker: its argv[0] is this title followed by the worker's
+    /// id ("my-api: worker" gives "my-api: worker 2"), then `args`. Empty: "<name>: worker",
+    /// the name being that of `program` (its last path component) or of this program (Node
+    /// sets `process.title` for the same purpose). `ps -o comm` and `top` show the name.
+    std::string title{};
 };
 
 /// Something that happened to a worker, as `cluster::next_event` reports it.

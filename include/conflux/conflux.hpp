@@ -11,6 +11,7 @@
 #include <conflux/codec.hpp>
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
+#include <conflux/exec.hpp>
 #include <conflux/executor.hpp>
 #include <conflux/exit_status.hpp>
 #include <conflux/file_descriptor.hpp>

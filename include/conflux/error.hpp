@@ -22,4 +22,10 @@ public:
     explicit operation_cancelled(const std::string& what) : error(what) {}
 };
 
+/// Thrown by a send on a `channel<T>` that is (or becomes, while the sender waits) closed.
+class channel_closed : public error {
+public:
+    channel_closed() : error("conflux::channel: send on a closed channel") {}
+};
+
 } // namespace conflux

@@ -6,6 +6,7 @@
 #include <conflux/task.hpp>
 #include <conflux/detail/driver.hpp>
 #include <conflux/detail/epoll.hpp>
+#include <conflux/detail/loop_close_hooks.hpp>
 #include <conflux/detail/mpsc_stack.hpp>
 #include <conflux/detail/sigpipe.hpp>
 #include <conflux/detail/thread_identity.hpp>
@@ -38,16 +39,6 @@ namespace detail {
 }
 struct loop_access;
 
-/// Something that lives on a loop's thread and must let go of the loop before it is
-/// destroyed (a child process's pidfd watch, timers and pipes): the loop calls `on_close`
-/// once, in its destructor, after the frames of its detached tasks are gone and while its
-/// reactor and timer heap still exist. Linked and unlinked on the loop's thread only.
-struct loop_close_hook {
-    void (*on_close)(loop_close_hook* self) noexcept = nullptr;
-    loop_close_hook* prev = nullptr;
-    loop_close_hook* next = nullptr;
-    bool linked = false;
-};
 } // namespace detail
 
 /// A single-threaded event loop: a queue of ready coroutines, a timer heap and an epoll
@@ -90,10 +81,7 @@ public:
         }
         // What outlives the frames (handles the user kept) lets go of the loop while its
         // reactor and timers still exist.
-        while (detail::loop_close_hook* hook = m_close_hooks) {
-            unlink_close_hook(hook);
-            hook->on_close(hook);
-        }
+        while (detail::loop_close_hook* hook = m_close_hooks.take_first()) hook->on_close(hook);
         // Whatever that queued (a stop callback racing on another thread, which each frame's
         // destruction waited for) lives in freed frames: forget it without touching it.
         m_remote.forget_all();
@@ -407,29 +395,9 @@ private:
     detail::work_queue m_ready;
     detail::mpsc_stack m_remote;
     detail::timer_heap m_timers;
-    void link_close_hook(detail::loop_close_hook* hook) noexcept {
-        hook->prev = nullptr;
-        hook->next = m_close_hooks;
-        if (m_close_hooks) m_close_hooks->prev = hook;
-        m_close_hooks = hook;
-        hook->linked = true;
-    }
-
-    void unlink_close_hook(detail::loop_close_hook* hook) noexcept {
-        if (!hook->linked) return;
-        if (hook->prev) {
-            hook->prev->next = hook->next;
-        } else {
-            m_close_hooks = hook->next;
-        }
-        if (hook->next) hook->next->prev = hook->prev;
-        hook->prev = hook->next = nullptr;
-        hook->linked = false;
-    }
-
     std::unordered_set<void*> m_detached;
     std::exception_ptr m_detached_error;
-    detail::loop_close_hook* m_close_hooks = nullptr;
+    detail::loop_close_hooks m_close_hooks;
     bool m_closing = false; // set for the whole of the destructor; loop thread only
     int m_batch_budget = 0; // items the current ready batch may still run; loop thread only
     std::atomic<std::uintptr_t> m_owner{0}; // thread_identity() of the thread in run()
@@ -458,10 +426,10 @@ struct loop_access {
     static io_reactor& registered_reactor(event_loop& loop) noexcept { return *loop.m_reactor; }
     /// Asks the loop to call `hook->on_close` when it is destroyed (unless unlinked first).
     static void add_close_hook(event_loop& loop, loop_close_hook* hook) noexcept {
-        loop.link_close_hook(hook);
+        loop.m_close_hooks.link(hook);
     }
     static void remove_close_hook(event_loop& loop, loop_close_hook* hook) noexcept {
-        loop.unlink_close_hook(hook);
+        loop.m_close_hooks.unlink(hook);
     }
 };
 

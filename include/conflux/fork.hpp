@@ -10,6 +10,7 @@
 #include <conflux/task.hpp>
 #include <conflux/detail/fork_child.hpp>
 #include <conflux/detail/gcc12_temporaries.hpp>
+#include <conflux/detail/process_name.hpp>
 #include <conflux/detail/process_self.hpp>
 
 #include <concepts>
@@ -111,8 +112,13 @@ inline task<forked_child> start_fork(std::string program, std::string entry, arg
     options.env_set.emplace_back(fork_mode_env, ipc.mode == ipc_mode::json ? "json" : "binary");
     options.env_set.emplace_back(fork_parent_env, std::to_string(current_process_id()));
     options.env_set.emplace_back(fork_max_env, std::to_string(ipc.max_message_size));
-    if (!entry.empty()) options.env_set.emplace_back(fork_entry_env, entry);
-    if (!options.argv0 && !entry.empty()) options.argv0 = program_name();
+    if (!entry.empty()) {
+        // This executable again: named as this program, titled with its entry point.
+        const std::string name = own_program_name();
+        options.env_set.emplace_back(fork_entry_env, entry);
+        options.env_set.emplace_back(process_name_env, name);
+        if (!options.argv0) options.argv0 = process_title(name, "fork " + entry);
+    }
 
     ipc_channel channel(loop, file_descriptor(ours.release()), ipc);
     child_process child = spawn(program, args, options);
@@ -159,6 +165,11 @@ bool register_entry(std::string name, F fn) {
 /// task, and exits with its result. The child's `main` runs up to `conflux::run` (with
 /// `args` as its arguments), so keep what comes before it cheap. `options` are those of
 /// `spawn` (env, cwd, stdio — default: inherit 0, 1, 2 like Node —, limits, timeout...).
+///
+/// `ps` shows the child as "myprog: fork <entry>" followed by `args` (its argv[0] is that
+/// title; `options.argv0` replaces it) and, in `ps -o comm` and `top`, as "myprog": the
+/// name of this program (the last component of its argv[0]; in a forked child, the name
+/// its parent had).
 ///
 /// An uncaught exception in the entry reaches the parent as `remote_error` from `receive`;
 /// a crash (SIGSEGV) ends the parent's pending `receive` with empty and shows in `wait()` as

@@ -51,7 +51,8 @@ enum class ipc_mode {
     /// conflux's own framing: typed messages encoded by `codec<T>`, descriptors attached.
     binary,
     /// Node.js's `serialization: 'json'` framing: one JSON text per line. Messages are
-    /// strings holding JSON (bring your own JSON library); no descriptors.
+    /// strings holding JSON (bring your own JSON library); no descriptors. A received line
+    /// that is not JSON text (RFC 8259, nested at most `max_depth` deep) is an `ipc_error`.
     json,
 };
 
@@ -131,7 +132,9 @@ public:
     /// Resumes on the channel's loop. Cancelled by `token` (default: the inherited stop
     /// token) with `operation_cancelled`, the message unsent. Throws `ipc_error` once the
     /// channel is disconnected or broken, or when the message cannot be encoded (too large,
-    /// too deep, more than 253 descriptors); `std::logic_error` off the channel's loop.
+    /// too deep, more than 253 descriptors); `std::logic_error` off the channel's loop. In
+    /// `json` mode the message is a string holding one JSON text: other text, or a line
+    /// feed in it, throws `std::invalid_argument`.
     ///
     /// With GCC 12, a copyable aggregate with a non-trivial destructor written in the call
     /// (`send(P{1, s})`) would be destroyed twice inside `co_await`, so rvalues of such types
@@ -240,7 +243,7 @@ public:
     std::size_t pending_bytes() const noexcept { return m_state ? m_state->pending() : 0; }
 
     /// Low level: the socket (owned by the channel).
-    int native_handle() const noexcept { return m_state ? m_state->fd() : -1; }
+    conflux::native_handle native_handle() const noexcept { return m_state ? m_state->fd() : -1; }
 
     /// Low level: reports `e` to the peer as a `remote_error` (what a forked child does with
     /// an uncaught exception). Does not wait for it to be written.

@@ -4,16 +4,17 @@
 
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
-#include <conflux/sleep.hpp>
 #include <conflux/stream.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/io_watch.hpp>
+#include <conflux/detail/operation_slot.hpp>
 #include <conflux/detail/socket.hpp>
+#include <conflux/detail/socket_io.hpp>
+#include <conflux/detail/stream_io.hpp>
 #include <conflux/detail/system_error.hpp>
 #include <conflux/detail/unique_fd.hpp>
 
-#include <algorithm>
-#include <chrono>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -86,8 +87,7 @@ public:
 
     /// Adopts the connected socket `fd` (closed on destruction), makes it non-blocking and
     /// watches it on `loop`. `name` appears in error messages.
-    tcp_stream(int fd, event_loop& loop, std::string name)
-        : m_in(fd, loop, std::move(name)), m_loop(&loop) {}
+    tcp_stream(int fd, event_loop& loop, std::string name) : m_in(fd, loop, std::move(name)) {}
 
     /// Adopts the connected socket `fd` on the calling thread's event loop (a socket received
     /// from another process, say). Throws `std::logic_error` off a loop thread.
@@ -107,7 +107,7 @@ public:
     tcp_stream& operator=(tcp_stream&&) noexcept = default;
 
     bool is_open() const noexcept { return m_in.is_open(); }
-    int native_handle() const noexcept { return m_in.native_handle(); }
+    conflux::native_handle native_handle() const noexcept { return m_in.native_handle(); }
     /// The name used in error messages: the peer's address when it has one.
     const std::string& name() const noexcept { return m_in.name(); }
 
@@ -117,9 +117,7 @@ public:
     endpoint remote_endpoint() const { return endpoint(detail::peer_address(native_handle())); }
 
     /// Turns Nagle's algorithm off (`true`) or on. TCP only.
-    void set_no_delay(bool on = true) {
-        detail::set_int_option(native_handle(), IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, name());
-    }
+    void set_no_delay(bool on = true) { detail::set_no_delay(native_handle(), on, name()); }
 
     /// Reads at least one byte into `buffer`, waiting until some arrive; returns how many, or
     /// 0 once the peer has shut down its sending side.
@@ -153,102 +151,45 @@ public:
     /// returns how many were written.
     [[nodiscard]] task<std::size_t> write(std::span<const std::byte> data,
                                           std::stop_token token = {}) {
-        if (!token.stop_possible()) token = co_await get_stop_token();
-        write_guard busy(*this);
-        co_return co_await send_some(data.data(), data.size(), token);
+        return detail::write_some_async(base(), m_writing, detail::write_kind::socket, data,
+                                        std::move(token));
     }
     [[nodiscard]] task<std::size_t> write(std::string_view data, std::stop_token token = {}) {
-        return write(std::as_bytes(std::span<const char>(data.data(), data.size())),
-                     std::move(token));
+        return write(detail::as_bytes(data), std::move(token));
     }
 
     /// Writes all of `data`, waiting as often as the send buffer fills. On cancellation or
     /// error an unknown prefix of `data` has been sent.
     [[nodiscard]] task<void> write_all(std::span<const std::byte> data,
                                        std::stop_token token = {}) {
-        if (!token.stop_possible()) token = co_await get_stop_token();
-        write_guard busy(*this);
-        std::size_t done = 0;
-        while (done < data.size()) {
-            done += co_await send_some(data.data() + done, data.size() - done, token);
-        }
+        return detail::write_all_async(base(), m_writing, detail::write_kind::socket, data,
+                                       std::move(token));
     }
     [[nodiscard]] task<void> write_all(std::string_view data, std::stop_token token = {}) {
-        return write_all(std::as_bytes(std::span<const char>(data.data(), data.size())),
-                         std::move(token));
+        return write_all(detail::as_bytes(data), std::move(token));
     }
 
     /// Shuts down the sending side: the peer reads end of stream, while this end can still
     /// read. Throws `std::system_error` if the socket is not connected any more.
     void shutdown() {
-        if (::shutdown(native_handle(), SHUT_WR) != 0 && errno != ENOTCONN) {
-            detail::throw_errno("shutdown", name());
-        }
+        const int err = detail::shutdown_send(native_handle());
+        if (err != 0 && err != ENOTCONN) detail::throw_system_error(err, "shutdown", name());
     }
 
     /// Closes the socket. Idempotent. Throws `std::logic_error` while an operation is pending.
     void close() {
-        if (m_writing) {
-            throw std::logic_error("conflux: closing stream \"" + name() +
-                                   "\" while a write on it is pending");
-        }
+        m_writing.require_idle("write", "stream", name());
         m_in.close();
-        m_out.reset();
     }
 
 private:
-    // The read side is a readable_stream (its buffering and line splitting). Waiting for
-    // writability needs a second epoll registration, and epoll keys registrations by fd, so
-    // the write side watches a duplicate of the socket. It is made only the first time the
-    // send buffer fills up: a connection whose writes always fit costs one fd, not two.
-    struct write_side {
-        detail::unique_fd fd; // destroyed after the watch, which leaves epoll first
-        detail::io_watch watch;
-        write_side(detail::unique_fd dup, event_loop& loop)
-            : fd(std::move(dup)), watch(loop, fd.get()) {}
-    };
-
-    class write_guard {
-    public:
-        explicit write_guard(tcp_stream& s) : m_s(s) {
-            if (!m_s.is_open()) throw std::logic_error("conflux: stream is closed");
-            if (m_s.m_writing) {
-                throw std::logic_error("conflux: two writes at once on stream \"" + m_s.name() +
-                                       "\"");
-            }
-            m_s.m_writing = true;
-        }
-        write_guard(const write_guard&) = delete;
-        write_guard& operator=(const write_guard&) = delete;
-        ~write_guard() { m_s.m_writing = false; }
-
-    private:
-        tcp_stream& m_s;
-    };
-
-    task<std::size_t> send_some(const std::byte* data, std::size_t size,
-                                const std::stop_token& token) {
-        if (size == 0) co_return 0;
-        for (;;) {
-            const ssize_t n = ::send(native_handle(), data, size, MSG_NOSIGNAL);
-            if (n >= 0) co_return static_cast<std::size_t>(n);
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) detail::throw_errno("write", name());
-            if (!m_out) {
-                detail::unique_fd dup(::fcntl(native_handle(), F_DUPFD_CLOEXEC, 0));
-                if (!dup) detail::throw_errno("dup", name());
-                // Registering after EAGAIN is race-free: epoll reports the state at
-                // registration, so space that freed up meanwhile is not missed.
-                m_out = std::make_unique<write_side>(std::move(dup), *m_loop);
-            }
-            co_await m_out->watch.writable(token);
-        }
-    }
+    // Reads go through a readable_stream (its buffering and line splitting); writes through
+    // the library's one write path, on the same descriptor and io_watch, which waits for
+    // each direction on its own.
+    detail::stream_base& base() noexcept { return detail::stream_access::base(m_in); }
 
     readable_stream m_in;
-    std::unique_ptr<write_side> m_out;
-    event_loop* m_loop = nullptr;
-    bool m_writing = false;
+    detail::operation_slot m_writing;
 };
 
 /// A listening stream socket (TCP over IPv4/IPv6, or Unix-domain) that accepts `tcp_stream`s.
@@ -313,8 +254,7 @@ public:
     tcp_listener(tcp_listener&& other) noexcept
         : m_fd(std::move(other.m_fd)), m_watch(std::move(other.m_watch)),
           m_name(std::move(other.m_name)), m_unlink_path(std::move(other.m_unlink_path)),
-          m_options(other.m_options), m_unix(other.m_unix), m_busy(other.m_busy),
-          m_backoffs(other.m_backoffs) {
+          m_options(other.m_options), m_unix(other.m_unix), m_backoffs(other.m_backoffs) {
         other.m_unlink_path.clear();
     }
     tcp_listener& operator=(tcp_listener&& other) noexcept {
@@ -327,7 +267,6 @@ public:
             m_unlink_path = std::exchange(other.m_unlink_path, {});
             m_options = other.m_options;
             m_unix = other.m_unix;
-            m_busy = other.m_busy;
             m_backoffs = other.m_backoffs;
         }
         return *this;
@@ -338,7 +277,7 @@ public:
     }
 
     bool is_open() const noexcept { return static_cast<bool>(m_fd); }
-    int native_handle() const noexcept { return m_fd.get(); }
+    conflux::native_handle native_handle() const noexcept { return m_fd.get(); }
 
     /// The address the socket is bound to; after binding port 0 this holds the port chosen.
     endpoint local_endpoint() const { return endpoint(detail::local_address(m_fd.get())); }
@@ -374,10 +313,7 @@ public:
     /// Stops listening and closes the socket (removing a Unix socket's path). Idempotent.
     /// Throws `std::logic_error` while an accept is pending: cancel it first.
     void close() {
-        if (m_busy) {
-            throw std::logic_error("conflux: closing listener \"" + m_name +
-                                   "\" while an accept on it is pending");
-        }
+        m_accepting.require_idle("accept", "listener", m_name);
         m_watch.reset();
         m_fd.reset();
         unlink_path();
@@ -392,88 +328,30 @@ private:
     }
 
     task<detail::unique_fd> accept_fd(event_loop& loop, std::stop_token token, std::string* name) {
-        busy_guard busy(*this);
+        if (!is_open()) detail::operation_slot::throw_closed("listener", m_name);
+        auto busy = m_accepting.enter("accept", "listener", m_name);
         if (!m_watch) {
             m_watch = std::make_unique<detail::io_watch>(loop, m_fd.get());
         } else if (&m_watch->loop() != &loop) {
             throw std::logic_error("conflux: tcp_listener \"" + m_name +
                                    "\" accepted on another event loop before");
         }
-        using namespace std::chrono_literals;
-        std::chrono::milliseconds backoff = 1ms;
-        for (;;) {
-            detail::socket_address peer;
-            peer.length = sizeof peer.storage;
-            const int fd =
-                ::accept4(m_fd.get(), peer.get(), &peer.length, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd >= 0) {
-                detail::unique_fd owned(fd);
-                if (m_options.no_delay && !m_unix) {
-                    detail::set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1, m_name);
-                }
-                if (name != nullptr) *name = m_unix ? m_name : peer.to_string();
-                co_return owned;
-            }
-            const int err = errno;
-            if (err == EAGAIN || err == EWOULDBLOCK) {
-                co_await m_watch->readable(token);
-            } else if (detail::accept_error_is_transient(err)) {
-                continue;
-            } else if (detail::accept_error_is_exhaustion(err)) {
-                ++m_backoffs;
-                co_await sleep_for(backoff, token);
-                backoff = std::min<std::chrono::milliseconds>(backoff * 2, 100ms);
-            } else {
-                detail::throw_system_error(err, "accept", m_name);
-            }
-        }
+        detail::accepted a =
+            co_await detail::accept_connection(m_fd.get(), *m_watch, m_name, m_backoffs, token);
+        if (m_options.no_delay && !m_unix) detail::set_no_delay(a.fd.get(), true, m_name);
+        if (name != nullptr) *name = m_unix ? m_name : a.peer.to_string();
+        co_return std::move(a.fd);
     }
 
     static detail::unique_fd open(const detail::socket_address& address,
                                   const listen_options& options, const std::string& object) {
-        auto fd = detail::open_stream_socket(address.family(), object);
-        if (address.family() != AF_UNIX) {
-            if (options.reuse_address) {
-                detail::set_int_option(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, object);
-            }
-            if (options.reuse_port) {
-                detail::set_int_option(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, object);
-            }
-        }
-        if (address.family() == AF_INET6) {
-            detail::set_int_option(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, options.ipv6_only ? 1 : 0,
-                                   object);
-        }
-        if (::bind(fd.get(), address.get(), address.length) != 0)
-            detail::throw_errno("bind", object);
-        if (::listen(fd.get(), options.backlog) != 0) detail::throw_errno("listen", object);
-        return fd;
+        return detail::listen_socket(address, options.backlog, options.reuse_address,
+                                     options.reuse_port, options.ipv6_only, object);
     }
 
     void unlink_path() noexcept {
-        if (!m_unlink_path.empty()) {
-            ::unlink(m_unlink_path.c_str());
-            m_unlink_path.clear();
-        }
+        if (!m_unlink_path.empty()) detail::remove_socket_path(std::exchange(m_unlink_path, {}));
     }
-
-    class busy_guard {
-    public:
-        explicit busy_guard(tcp_listener& l) : m_l(l) {
-            if (!m_l.is_open()) throw std::logic_error("conflux: tcp_listener is closed");
-            if (m_l.m_busy) {
-                throw std::logic_error("conflux: two accepts at once on listener \"" + m_l.m_name +
-                                       "\"");
-            }
-            m_l.m_busy = true;
-        }
-        busy_guard(const busy_guard&) = delete;
-        busy_guard& operator=(const busy_guard&) = delete;
-        ~busy_guard() { m_l.m_busy = false; }
-
-    private:
-        tcp_listener& m_l;
-    };
 
     detail::unique_fd m_fd; // destroyed after the watch, which must leave epoll first
     std::unique_ptr<detail::io_watch> m_watch;
@@ -481,45 +359,9 @@ private:
     std::string m_unlink_path;
     listen_options m_options;
     bool m_unix = false;
-    bool m_busy = false;
+    detail::operation_slot m_accepting;
     std::uint64_t m_backoffs = 0;
 };
-
-namespace detail {
-
-// Connects `fd` to `address`, waiting on `loop` for the handshake to finish.
-inline task<void> connect_socket(int fd, const socket_address& address, event_loop& loop,
-                                 const std::string& object, std::stop_token token) {
-    using namespace std::chrono_literals;
-    std::chrono::milliseconds backoff = 1ms;
-    for (;;) {
-        if (::connect(fd, address.get(), address.length) == 0) co_return;
-        if (errno == EINTR) continue;
-        // A Unix listener with a full queue: retry on a timer (there is no readiness to wait
-        // for on an unconnected Unix socket).
-        if (errno == EAGAIN && address.family() == AF_UNIX) {
-            co_await sleep_for(backoff, token);
-            backoff = std::min<std::chrono::milliseconds>(backoff * 2, 100ms);
-            continue;
-        }
-        if (errno != EINPROGRESS) throw_errno("connect", object);
-        break;
-    }
-    io_watch watch(loop, fd);
-    for (;;) {
-        co_await watch.writable(token);
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-        if (err != 0) throw_system_error(err, "connect", object);
-        sockaddr_storage peer{};
-        socklen_t peer_len = sizeof peer;
-        if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) co_return;
-        // Not connected yet: the wake-up was a remembered edge. Wait for the next one.
-    }
-}
-
-} // namespace detail
 
 /// Connects to `host`:`port` and returns the connected stream on the calling thread's loop.
 /// `host` is a numeric IPv4/IPv6 address or "localhost" (127.0.0.1 is tried, then ::1); names

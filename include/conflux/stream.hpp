@@ -6,15 +6,12 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/awaitable.hpp>
-#include <conflux/detail/fd_io.hpp>
-#include <conflux/detail/io_watch.hpp>
+#include <conflux/detail/stream_io.hpp>
 #include <conflux/detail/system_error.hpp>
-#include <conflux/detail/unique_fd.hpp>
 
-#include <cerrno>
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -24,69 +21,6 @@
 #include <utility>
 
 namespace conflux {
-
-namespace detail {
-
-struct stream_access;
-
-/// What the readable and writable streams share: an owned non-blocking fd watched on a loop.
-class stream_base {
-public:
-    stream_base() noexcept = default;
-    stream_base(int fd, event_loop& loop, std::string name) : m_fd(fd), m_name(std::move(name)) {
-        set_nonblocking(fd, m_name.c_str());
-        m_watch = std::make_unique<io_watch>(loop, fd);
-    }
-
-    bool is_open() const noexcept { return static_cast<bool>(m_fd); }
-    int native_handle() const noexcept { return m_fd.get(); }
-    const std::string& name() const noexcept { return m_name; }
-
-    void close() {
-        if (m_busy) {
-            throw std::logic_error("conflux: closing stream \"" + m_name +
-                                   "\" while an operation on it is pending");
-        }
-        m_watch.reset();
-        m_fd.reset();
-    }
-
-protected:
-    // Closes whatever is pending: for an owner whose event loop is going away, after every
-    // frame that could be inside an operation is gone.
-    void abandon() noexcept {
-        m_watch.reset();
-        m_fd.reset();
-    }
-
-    // Marks an operation in progress, so close() cannot pull the fd from under it.
-    class busy_guard {
-    public:
-        explicit busy_guard(stream_base& s) : m_s(s) {
-            if (!m_s.is_open()) {
-                throw std::logic_error("conflux: stream \"" + m_s.m_name + "\" is closed");
-            }
-            if (m_s.m_busy) {
-                throw std::logic_error("conflux: two operations at once on stream \"" + m_s.m_name +
-                                       "\"");
-            }
-            m_s.m_busy = true;
-        }
-        busy_guard(const busy_guard&) = delete;
-        busy_guard& operator=(const busy_guard&) = delete;
-        ~busy_guard() { m_s.m_busy = false; }
-
-    private:
-        stream_base& m_s;
-    };
-
-    unique_fd m_fd; // destroyed after the watch, which must leave epoll first
-    std::unique_ptr<io_watch> m_watch;
-    std::string m_name;
-    bool m_busy = false;
-};
-
-} // namespace detail
 
 /// The reading end of a pipe (or any non-blocking-capable fd: a socket, a FIFO), read
 /// asynchronously on the event loop it belongs to: a child's stdout/stderr from
@@ -110,12 +44,14 @@ public:
     readable_stream(readable_stream&&) noexcept = default;
     readable_stream& operator=(readable_stream&&) noexcept = default;
 
-    using stream_base::close;
     using stream_base::is_open;
     using stream_base::name;
     using stream_base::native_handle;
 
     friend struct detail::stream_access;
+
+    /// Closes the fd. Idempotent. Throws `std::logic_error` while a read is pending.
+    void close() { stream_base::close("read"); }
 
     /// Reads at least one byte into `buffer`, waiting until some are available; returns how
     /// many, or 0 at end of stream (the writer closed its end).
@@ -150,7 +86,7 @@ public:
     [[nodiscard]] task<void> read_into(std::string& out, std::size_t limit, bool* overflow,
                                        std::stop_token token = {}) {
         if (!token.stop_possible()) token = co_await get_stop_token();
-        busy_guard busy(*this);
+        auto busy = enter(m_slot, "read");
         if (overflow != nullptr) *overflow = false;
         constexpr std::size_t chunk = 64 * 1024;
         if (m_pos < m_buffer.size()) {
@@ -195,7 +131,7 @@ private:
     task<std::size_t> read_some_gated(std::span<std::byte> buffer, std::stop_token token,
                                       detail::race_gate gate) {
         if (!token.stop_possible()) token = co_await get_stop_token();
-        busy_guard busy(*this);
+        auto busy = enter(m_slot, "read");
         char* const into = static_cast<char*>(static_cast<void*>(buffer.data()));
         if (m_pos < m_buffer.size()) {
             if (!gate.claim()) throw operation_cancelled();
@@ -230,7 +166,7 @@ private:
     task<std::optional<std::string>> read_line_gated(std::stop_token token,
                                                      detail::race_gate gate) {
         if (!token.stop_possible()) token = co_await get_stop_token();
-        busy_guard busy(*this);
+        auto busy = enter(m_slot, "read");
         std::size_t scan_from = m_pos;
         for (;;) {
             const auto nl = m_buffer.find('\n', scan_from);
@@ -276,13 +212,7 @@ private:
     }
 
     task<std::size_t> read_raw(void* data, std::size_t size, const std::stop_token& token) {
-        for (;;) {
-            const ssize_t n = ::read(m_fd.get(), data, size);
-            if (n >= 0) co_return static_cast<std::size_t>(n);
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) detail::throw_errno("read", m_name);
-            co_await m_watch->readable(token);
-        }
+        return detail::read_some_async(*this, data, size, token);
     }
 
     std::size_t take_buffered(char* data, std::size_t size) {
@@ -336,71 +266,31 @@ public:
 
     /// Closes the fd: the reader sees end of stream (a child's stdin gets EOF). Idempotent.
     /// Throws `std::logic_error` while a write is pending.
-    void close() { stream_base::close(); }
+    void close() { stream_base::close("write"); }
 
     /// Writes at least one byte of `data` (waiting while the pipe is full) and returns how
     /// many were written.
     [[nodiscard]] task<std::size_t> write(std::span<const std::byte> data,
                                           std::stop_token token = {}) {
-        if (!token.stop_possible()) token = co_await get_stop_token();
-        busy_guard busy(*this);
-        co_return co_await write_raw(data.data(), data.size(), token);
+        return detail::write_some_async(*this, m_slot, detail::write_kind::any, data,
+                                        std::move(token));
     }
 
     [[nodiscard]] task<std::size_t> write(std::string_view data, std::stop_token token = {}) {
-        return write(std::as_bytes(std::span<const char>(data.data(), data.size())),
-                     std::move(token));
+        return write(detail::as_bytes(data), std::move(token));
     }
 
     /// Writes all of `data`, waiting as often as the pipe fills up. On cancellation or error
     /// an unknown prefix of `data` has been written.
     [[nodiscard]] task<void> write_all(std::span<const std::byte> data,
                                        std::stop_token token = {}) {
-        if (!token.stop_possible()) token = co_await get_stop_token();
-        busy_guard busy(*this);
-        // The writes are made here rather than through write_raw: a short line then costs
-        // one coroutine frame and the write(2), nothing more.
-        std::size_t done = 0;
-        while (done < data.size()) {
-            const ssize_t n =
-                detail::write_no_sigpipe(m_fd.get(), data.data() + done, data.size() - done);
-            if (n >= 0) {
-                done += static_cast<std::size_t>(n);
-                continue;
-            }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) detail::throw_errno("write", m_name);
-            co_await m_watch->writable(token);
-        }
+        return detail::write_all_async(*this, m_slot, detail::write_kind::any, data,
+                                       std::move(token));
     }
 
     [[nodiscard]] task<void> write_all(std::string_view data, std::stop_token token = {}) {
-        return write_all(std::as_bytes(std::span<const char>(data.data(), data.size())),
-                         std::move(token));
-    }
-
-private:
-    task<std::size_t> write_raw(const void* data, std::size_t size, const std::stop_token& token) {
-        if (size == 0) co_return 0;
-        for (;;) {
-            const ssize_t n = detail::write_no_sigpipe(m_fd.get(), data, size);
-            if (n >= 0) co_return static_cast<std::size_t>(n);
-            if (errno != EAGAIN && errno != EWOULDBLOCK) detail::throw_errno("write", m_name);
-            co_await m_watch->writable(token);
-        }
+        return write_all(detail::as_bytes(data), std::move(token));
     }
 };
-
-namespace detail {
-
-/// For owners of streams inside the library (a child process's pipes).
-struct stream_access {
-    /// Closes the stream whatever is pending; see stream_base::abandon.
-    template <class Stream>
-    static void abandon(Stream& s) noexcept {
-        s.abandon();
-    }
-};
-
-} // namespace detail
 
 } // namespace conflux

@@ -4,6 +4,8 @@
 //   fail <host> <port>    as serve, but the handler throws at the first line it reads
 //   crash <code>          exit at once with <code>
 //   echo                  answer each message from the primary with "echo: <message>"
+//   bogus                 send the primary a message only a primary sends; exit 3 once the
+//                         primary closed the link
 #include <conflux/cluster.hpp>
 #include <conflux/run.hpp>
 
@@ -55,6 +57,19 @@ conflux::task<int> echo() {
     co_return 0;
 }
 
+// Breaks the protocol: a `connection` goes from the primary to a worker, never back.
+conflux::task<int> bogus() {
+    auto& ws = conflux::detail::cluster_worker();
+    conflux::detail::cluster_envelope e;
+    e.what = conflux::detail::cluster_envelope::connection;
+    e.key = 1;
+    co_await ws.link.send(std::move(e));
+    co_await ws.link.flush();
+    // The primary refuses it and closes the link: the worker sees the primary gone.
+    auto m = co_await conflux::cluster::receive<std::string>();
+    co_return m ? 1 : 3;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -69,5 +84,6 @@ int main(int argc, char** argv) {
     }
     if (mode == "crash" && argc >= 3) return std::atoi(argv[2]);
     if (mode == "echo") return conflux::run(echo());
+    if (mode == "bogus") return conflux::run(bogus());
     return 1;
 }

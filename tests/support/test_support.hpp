@@ -109,6 +109,24 @@ inline double stress_scale() {
 /// Where the helper child programs (tests/helpers/*.cpp) are built.
 inline std::filesystem::path helper_dir() { return CONFLUX_TEST_BINARY_DIR; }
 
+/// The arguments of process `pid` as the kernel shows them (/proc/<pid>/cmdline), argv[0]
+/// first; empty once it is gone.
+inline std::vector<std::string> process_cmdline(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+    std::vector<std::string> out;
+    std::string arg;
+    while (std::getline(in, arg, '\0')) out.push_back(arg);
+    return out;
+}
+
+/// The name of process `pid` as `ps -o comm` shows it (/proc/<pid>/comm).
+inline std::string process_comm(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    std::getline(in, name);
+    return name;
+}
+
 /// The calling thread's id, computed afresh on every call: never inlined and opaque to the
 /// optimiser, so a coroutine that moved threads at a co_await does not see an id computed
 /// before the suspension (clang 14 reuses pthread_self across one).

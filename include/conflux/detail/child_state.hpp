@@ -14,6 +14,7 @@
 #include <conflux/exit_status.hpp>
 #include <conflux/stream.hpp>
 #include <conflux/task.hpp>
+#include <conflux/detail/child_exit.hpp>
 #include <conflux/detail/epoll.hpp>
 #include <conflux/detail/launch.hpp>
 #include <conflux/detail/loop_wait.hpp>
@@ -25,6 +26,7 @@
 #include <cerrno>
 #include <chrono>
 #include <coroutine>
+#include <csignal>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -32,10 +34,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <signal.h>
-#include <sys/epoll.h>
-#include <sys/wait.h>
 
 namespace conflux::detail {
 
@@ -108,7 +106,7 @@ public:
         };
         // Registered last: nothing above may throw once the loop points at us.
         // Level-triggered: the pidfd stays readable from the exit until we reap.
-        loop_access::reactor(loop).add(m_pidfd.get(), EPOLLIN, this);
+        loop_access::reactor(loop).add(m_pidfd.get(), io_reactor::readable_level, this);
         m_registered = true;
         loop_access::add_close_hook(loop, this);
     }
@@ -121,7 +119,7 @@ public:
         // A kill sequence of ours cut short (the state is going away before the grace period
         // ended): finish it, the group included, so nothing we meant to end survives.
         if (m_kill_pending) {
-            if (m_tree && group_id_held()) ::kill(-m_pid, SIGKILL);
+            if (m_tree && group_id_held()) signal_process_group(m_pid, SIGKILL);
             if (!m_status && m_pidfd) {
                 pidfd_send_signal(m_pidfd.get(), SIGKILL);
                 m_sigkilled = true;
@@ -194,16 +192,17 @@ public:
     bool send(int sig) {
         if (m_status) {
             if (!m_tree || !m_zombie_held) return false;
-            if (::kill(-m_pid, sig) == 0) return true;
-            if (errno == ESRCH || errno == EPERM) return false;
-            throw_errno("kill", m_program);
+            const int err = signal_process_group(m_pid, sig);
+            if (err == 0) return true;
+            if (err == ESRCH || err == EPERM) return false;
+            throw_system_error(err, "kill", m_program);
         }
         // The group id is the child's pid, which cannot be reused while the child is not
         // reaped; so a group signal sent now never reaches a stranger.
         if (m_tree) {
-            if (::kill(-m_pid, sig) != 0 && errno != ESRCH && errno != EPERM) {
-                throw_errno("kill", m_program);
-            }
+            const int err = signal_process_group(m_pid, sig);
+            if (err != 0 && err != ESRCH && err != EPERM)
+                throw_system_error(err, "kill", m_program);
         }
         if (pidfd_send_signal(m_pidfd.get(), sig) != 0) {
             if (errno == ESRCH) return false;
@@ -343,36 +342,27 @@ private:
     }
 
     void reap_blocking() noexcept {
-        siginfo_t info{};
-        while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(m_pidfd.get()), &info,
-                        WEXITED) < 0 &&
-               errno == EINTR) {
-        }
+        reap_child(m_pidfd.get());
         m_zombie_held = false;
     }
 
     void reap() noexcept {
-        siginfo_t info{};
-        // With a group of its own the leader stays a zombie (WNOWAIT) and keeps the group id.
-        const int flags = WEXITED | WNOHANG | (m_tree ? WNOWAIT : 0);
-        int r;
-        do {
-            r = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(m_pidfd.get()), &info,
-                         flags);
-        } while (r < 0 && errno == EINTR);
-        if (r == 0 && info.si_pid == 0) return; // not exited yet (a spurious wake-up)
-        if (r < 0) {
+        // With a group of its own the leader stays a zombie and keeps the group id.
+        const child_exit_report exit = poll_child_exit(m_pidfd.get(), m_tree);
+        using state = child_exit_report::state;
+        if (exit.what == state::running) return; // not exited yet (a spurious wake-up)
+        if (exit.what == state::lost) {
             // ECHILD: the process set SIGCHLD to SIG_IGN and the kernel reaped the child;
             // its status is lost.
             m_status = exit_status();
-        } else if (info.si_code == CLD_EXITED) {
-            m_status = exit_status::exited(info.si_status);
+        } else if (exit.what == state::exited) {
+            m_status = exit_status::exited(exit.value);
         } else {
-            m_status = exit_status::killed(info.si_status, info.si_code == CLD_DUMPED);
+            m_status = exit_status::killed(exit.value, exit.core_dumped);
         }
         if (m_registered) loop_access::registered_reactor(*m_loop).remove(m_pidfd.get());
         m_registered = false;
-        m_zombie_held = r == 0 && m_tree;
+        m_zombie_held = exit.what != state::lost && m_tree;
         if (!m_zombie_held) m_pidfd.reset();
         // What can still be signalled after the exit is the group, if held; what can still
         // be bounded is an exec call, whose pipes may outlive the child.

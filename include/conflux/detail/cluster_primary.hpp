@@ -19,6 +19,8 @@
 #include <conflux/detail/cluster_signals.hpp>
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/ipc_channel_state.hpp>
+#include <conflux/detail/process_name.hpp>
+#include <conflux/detail/process_self.hpp>
 #include <conflux/detail/socket.hpp>
 #include <conflux/detail/system_error.hpp>
 #include <conflux/detail/unique_fd.hpp>
@@ -110,7 +112,9 @@ public:
         if (options.workers == 0) {
             options.workers = std::max(1U, std::thread::hardware_concurrency());
         }
-        m_program = options.program.empty() ? std::string("/proc/self/exe") : options.program;
+        m_program = options.program.empty() ? std::string(self_executable()) : options.program;
+        m_name = options.program.empty() ? own_program_name() : program_base_name(options.program);
+        m_title = options.title.empty() ? process_title(m_name, "worker") : options.title;
         m_args = options.args ? *options.args : own_arguments();
         m_options = std::move(options);
     }
@@ -229,7 +233,9 @@ private:
                 spawn_options so;
                 so.stdio = {stdio_spec::inherit(), stdio_spec::inherit(), stdio_spec::inherit(),
                             stdio_spec::from_fd(child_end.get())};
-                so.env_set = {{cluster_worker_env, std::to_string(slot->id)}};
+                so.env_set = {{cluster_worker_env, std::to_string(slot->id)},
+                              {process_name_env, st.m_name}};
+                so.argv0 = st.m_title + " " + std::to_string(slot->id);
                 so.kill_on_drop = true;
                 child.emplace(spawn(st.m_program, st.m_args, so));
                 slot->link = ipc_channel(file_descriptor(parent_end.release()));
@@ -299,9 +305,11 @@ private:
             std::optional<cluster_envelope> m;
             try {
                 m = co_await slot->link.receive<cluster_envelope>(std::stop_token{});
+                if (m) check_from_worker(*m);
             } catch (const std::exception& e) {
-                // Malformed input from the worker closed the channel: report it; the worker's
-                // exit (it sees end-of-file and leaves) follows as usual.
+                // Malformed input from the worker closed the channel (or, for a message that
+                // decodes but breaks the protocol, `supervise` closes it on return): report
+                // it; the worker's exit (it sees end-of-file and leaves) follows as usual.
                 st.emit_error(slot->id, slot->pid,
                               std::string("reading the worker's messages: ") + e.what());
                 m.reset();
@@ -541,6 +549,8 @@ private:
     event_loop* m_loop;
     Options m_options;
     std::string m_program;
+    std::string m_name;  // the workers' program name (ps -o comm)
+    std::string m_title; // their argv[0], before the id
     std::vector<std::string> m_args;
     std::vector<std::unique_ptr<cluster_slot>> m_slots;
     std::vector<std::unique_ptr<cluster_server>> m_servers;

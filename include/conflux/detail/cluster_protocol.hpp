@@ -1,6 +1,7 @@
 #pragma once
 
 #include <conflux/codec.hpp>
+#include <conflux/detail/process_name.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -48,6 +49,54 @@ struct cluster_envelope {
     std::vector<std::byte> payload;
     file_descriptor fd;
 };
+
+/// Refuses what no primary sends: an envelope the worker could not act on safely (a
+/// listening socket or a connection without its descriptor, an unknown policy) is malformed
+/// input, `ipc_error`, like bytes that do not decode.
+inline void check_from_primary(const cluster_envelope& m) {
+    auto fail = [](const std::string& why) {
+        throw ipc_error("conflux::cluster: protocol error from the primary: " + why);
+    };
+    bool needs_fd = false;
+    switch (m.what) {
+    case cluster_envelope::listen_reply:
+        if (m.policy > cluster_envelope::policy_reuse_port) {
+            fail("unknown scheduling policy " + std::to_string(m.policy));
+        }
+        needs_fd = m.error == 0 && m.policy == cluster_envelope::policy_shared;
+        break;
+    case cluster_envelope::connection:
+        needs_fd = true;
+        break;
+    case cluster_envelope::user:
+    case cluster_envelope::disconnect:
+        break;
+    default:
+        fail("unexpected message kind " + std::to_string(m.what));
+    }
+    if (needs_fd && !m.fd)
+        fail("message kind " + std::to_string(m.what) + " without its descriptor");
+    if (!needs_fd && m.fd) fail("a descriptor on message kind " + std::to_string(m.what));
+}
+
+/// Refuses what no worker sends: kinds only the primary sends, and descriptors (a worker
+/// never passes one). `ipc_error`.
+inline void check_from_worker(const cluster_envelope& m) {
+    auto fail = [](const std::string& why) {
+        throw ipc_error("conflux::cluster: protocol error from a worker: " + why);
+    };
+    switch (m.what) {
+    case cluster_envelope::online:
+    case cluster_envelope::listen:
+    case cluster_envelope::listening:
+    case cluster_envelope::user:
+    case cluster_envelope::failure:
+        break;
+    default:
+        fail("unexpected message kind " + std::to_string(m.what));
+    }
+    if (m.fd) fail("a descriptor on message kind " + std::to_string(m.what));
+}
 
 /// This process's arguments after argv[0], as the kernel recorded them.
 inline std::vector<std::string> own_arguments() {

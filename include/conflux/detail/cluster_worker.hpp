@@ -59,9 +59,12 @@ inline task<void> cluster_worker_dispatch(cluster_worker_state* ws) {
         std::optional<cluster_envelope> m;
         try {
             m = co_await ws->link.receive<cluster_envelope>();
+            if (m) check_from_primary(*m);
         } catch (const std::exception&) {
-            // Malformed input closes the channel (see ipc_channel::receive): the primary is
-            // unreachable from here on, which is what "the primary went away" below handles.
+            // Malformed input closes the channel (see ipc_channel::receive; a message that
+            // decodes but breaks the protocol closes it here): the primary is unreachable from
+            // here on, which is what "the primary went away" below handles.
+            ws->link.disconnect();
             m.reset();
         }
         if (!m) break;

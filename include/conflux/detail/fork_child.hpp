@@ -10,6 +10,7 @@
 #include <conflux/task.hpp>
 #include <conflux/detail/fork_hooks.hpp>
 #include <conflux/detail/io_watch.hpp>
+#include <conflux/detail/process_name.hpp>
 #include <conflux/detail/process_self.hpp>
 #include <conflux/detail/unique_fd.hpp>
 

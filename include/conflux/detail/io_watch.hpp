@@ -9,8 +9,6 @@
 #include <cstdint>
 #include <stop_token>
 
-#include <sys/epoll.h>
-
 namespace conflux::detail {
 
 /// Watches one non-blocking fd on an event loop for readability and writability
@@ -23,7 +21,7 @@ namespace conflux::detail {
 ///
 /// Write space is watched only from the first wait for it until an edge finds no writer
 /// waiting: a Unix socket signals write space at every read its peer makes, and a standing
-/// EPOLLOUT interest would wake a sleeping loop for each of those reads.
+/// write interest would wake a sleeping loop for each of those reads.
 class io_watch : private io_handler {
 public:
     enum class direction { read, write };
@@ -112,11 +110,11 @@ public:
 private:
     static void dispatch(io_handler* handler, std::uint32_t events) noexcept {
         auto* self = static_cast<io_watch*>(handler);
-        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) self->m_hung_up = true;
-        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (io_reactor::hung_up(events)) self->m_hung_up = true;
+        if (io_reactor::readable(events)) {
             wake(self->m_reader, self->m_read_ready);
         }
-        if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+        if (io_reactor::writable(events)) {
             const bool writer_waited = self->m_writer != nullptr;
             wake(self->m_writer, self->m_write_ready);
             if (!writer_waited && self->m_write_armed &&
@@ -135,8 +133,8 @@ private:
         }
     }
 
-    static constexpr std::uint32_t read_interest = EPOLLIN | EPOLLRDHUP | EPOLLET;
-    static constexpr std::uint32_t write_interest = read_interest | EPOLLOUT;
+    static constexpr std::uint32_t read_interest = io_reactor::read_edges;
+    static constexpr std::uint32_t write_interest = io_reactor::read_write_edges;
 
     event_loop* m_loop;
     int m_fd;

@@ -10,8 +10,13 @@
 #include <conflux/detail/awaitable.hpp>
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/ipc_frame.hpp>
+#include <conflux/detail/ipc_json.hpp>
 #include <conflux/detail/ipc_message.hpp>
+#include <conflux/detail/ipc_transport.hpp>
 #include <conflux/detail/loop_wait.hpp>
+#include <conflux/detail/operation_slot.hpp>
+#include <conflux/detail/socket.hpp>
+#include <conflux/detail/stream_io.hpp>
 #include <conflux/detail/system_error.hpp>
 #include <conflux/detail/unique_fd.hpp>
 
@@ -33,21 +38,7 @@
 #include <variant>
 #include <vector>
 
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
 namespace conflux::detail {
-
-inline std::pair<unique_fd, unique_fd> ipc_socketpair() {
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        throw_errno("socketpair", "ipc channel");
-    }
-    return {unique_fd(sv[0]), unique_fd(sv[1])};
-}
 
 class ipc_channel_state : public std::enable_shared_from_this<ipc_channel_state> {
 public:
@@ -56,14 +47,8 @@ public:
     ipc_channel_state(event_loop& loop, unique_fd sock, bool json, codec_limits limits,
                       std::size_t high_water_mark)
         : m_loop(&loop), m_sock(std::move(sock)), m_json(json), m_limits(limits),
-          m_hwm(high_water_mark), m_decoder(limits.max_message_size) {
-        struct stat st {};
-        if (::fstat(m_sock.get(), &st) != 0) throw_errno("ipc channel", "fstat");
-        if (!S_ISSOCK(st.st_mode)) throw_system_error(ENOTSOCK, "ipc channel");
-        const int flags = ::fcntl(m_sock.get(), F_GETFL);
-        if (flags < 0 || ::fcntl(m_sock.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
-            throw_errno("ipc channel", "O_NONBLOCK");
-        }
+          m_hwm(high_water_mark), m_decoder(limits.max_message_size), m_json_lines(limits) {
+        prepare_ipc_endpoint(m_sock.get());
         m_short_read_empties = short_read_empties(m_sock.get());
         m_watch = std::make_unique<io_watch>(loop, m_sock.get());
         m_flush.owner = this;
@@ -166,16 +151,8 @@ public:
 
     // ---- receiving ----------------------------------------------------------------------
 
-    auto begin_receive() {
-        if (m_receiving) {
-            throw std::logic_error("conflux::ipc_channel: two receives at once on one channel");
-        }
-        m_receiving = true;
-        struct guard {
-            ipc_channel_state* s;
-            ~guard() { s->m_receiving = false; }
-        };
-        return guard{this};
+    [[nodiscard]] operation_slot::claim begin_receive() {
+        return m_receiving.enter("receive", "ipc channel", {});
     }
 
     /// The next complete frame, or empty at end-of-file. Throws `ipc_error` (and closes the
@@ -189,7 +166,11 @@ public:
             if (m_returned) {
                 f.swap(m_returned);
             } else if (m_json) {
-                f = next_json_line();
+                try {
+                    f = m_json_lines.next();
+                } catch (const ipc_error& e) {
+                    fail(e.what());
+                }
             } else if (m_decoder.has_frame()) {
                 f = m_decoder.pop();
             }
@@ -202,7 +183,7 @@ public:
                 co_return f;
             }
             if (m_eof) {
-                if (m_json ? !m_line.empty() : m_decoder.mid_frame()) {
+                if (m_json ? m_json_lines.mid_line() : m_decoder.mid_frame()) {
                     fail("the peer closed the channel in the middle of a message");
                 }
                 co_return std::nullopt;
@@ -273,7 +254,7 @@ public:
         m_marks.clear();
         wake(m_room_waiters);
         wake(m_drain_waiters);
-        ::shutdown(m_sock.get(), SHUT_RDWR);
+        shut_down_transport(m_sock.get());
         throw ipc_error(why);
     }
 
@@ -335,13 +316,7 @@ private:
     }
 
     void enqueue_json(std::string_view text) {
-        if (text.empty() || text.find('\n') != std::string_view::npos) {
-            throw std::invalid_argument("conflux::ipc_channel: a json message is one non-empty "
-                                        "line of JSON text");
-        }
-        if (text.size() > m_limits.max_message_size) {
-            throw ipc_error("conflux::ipc: message exceeds max_message_size");
-        }
+        check_json_message(text, m_limits);
         const std::size_t start = m_out.size();
         m_out.resize(start + text.size() + 1);
         std::memcpy(m_out.data() + start, text.data(), text.size());
@@ -379,11 +354,23 @@ private:
         self->end_writing();
     }
 
-    static task<void> writer(std::shared_ptr<ipc_channel_state> s) {
-        while (s->write_some_now() == write_outcome::would_block) {
-            co_await s->m_watch->writable(std::stop_token());
+    // The background writer: the library's write loop (see stream_io.hpp). It is detached,
+    // and a detached task inherits no stop token: nothing cancels it.
+    struct flush_op {
+        using result_type = void;
+        std::shared_ptr<ipc_channel_state> s;
+
+        operation_slot::claim start() const noexcept { return {}; }
+        bool step() const noexcept {
+            if (s->write_some_now() == write_outcome::would_block) return false;
+            s->end_writing();
+            return true;
         }
-        s->end_writing();
+        io_watch& watch() const noexcept { return *s->m_watch; }
+    };
+
+    static task<void> writer(std::shared_ptr<ipc_channel_state> s) {
+        return write_loop(flush_op{std::move(s)}, std::stop_token());
     }
 
     void end_writing() noexcept {
@@ -417,39 +404,29 @@ private:
                     end = m_marks.front().offset;
                 }
             }
-            iovec iov{m_out.data() + m_out_pos, end - m_out_pos};
-            msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
-            if (attach != nullptr) {
-                const std::size_t bytes = sizeof(int) * attach->size();
-                msg.msg_control = control;
-                msg.msg_controllen = CMSG_SPACE(bytes);
-                cmsghdr* c = CMSG_FIRSTHDR(&msg);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(bytes);
-                auto* out = reinterpret_cast<unsigned char*>(CMSG_DATA(c));
-                for (const file_descriptor& f : *attach) {
-                    const int raw = f.get();
-                    std::memcpy(out, &raw, sizeof raw);
-                    out += sizeof raw;
-                }
-            }
-            const ssize_t n = ::sendmsg(m_sock.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) return write_outcome::would_block;
+            const io_result r = send(m_out.data() + m_out_pos, end - m_out_pos, attach);
+            if (r.error != 0) {
+                if (r.would_block()) return write_outcome::would_block;
                 m_broken = true; // EPIPE, ECONNRESET: the peer is gone
                 break;
             }
             if (attach != nullptr) m_marks.pop_front(); // our duplicates close here
-            m_out_pos += static_cast<std::size_t>(n);
+            m_out_pos += r.bytes;
             if (has_room()) wake(m_room_waiters);
         }
         if (m_broken || m_failed) drop_output();
         return write_outcome::done;
+    }
+
+    // One non-blocking write: the bytes alone as every socket write goes, or with the frame's
+    // descriptors attached.
+    io_result send(const std::byte* data, std::size_t size,
+                   const std::vector<file_descriptor>* attach) noexcept {
+        if (attach == nullptr) return fd_write_some(m_sock.get(), data, size, write_kind::socket);
+        int raw[max_frame_fds];
+        std::size_t count = 0;
+        for (const file_descriptor& f : *attach) raw[count++] = f.get();
+        return send_with_fds(m_sock.get(), data, size, std::span<const int>(raw, count));
     }
 
     // Frees what can no longer be sent, and lets waiting senders see why.
@@ -479,116 +456,61 @@ private:
         if (m_shut) return;
         m_shut = true;
         // Wakes a pending receive (it sees end-of-file) and tells the peer.
-        ::shutdown(m_sock.get(), SHUT_RDWR);
-    }
-
-    // Whether a short read proves the socket empty (see read_some): true for a Unix stream
-    // socket without SO_PASSCRED. Anything else is read until EAGAIN.
-    static bool short_read_empties(int fd) noexcept {
-        int domain = 0, type = 0, passcred = 1;
-        socklen_t length = sizeof(int);
-        if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0) return false;
-        length = sizeof(int);
-        if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) return false;
-        length = sizeof(int);
-        if (::getsockopt(fd, SOL_SOCKET, SO_PASSCRED, &passcred, &length) != 0) return false;
-        return domain == AF_UNIX && type == SOCK_STREAM && passcred == 0;
+        shut_down_transport(m_sock.get());
     }
 
     /// One read; false when nothing was there (EAGAIN).
     bool read_some() {
-        for (;;) {
-            std::span<std::byte> into;
-            const bool direct = !m_json && m_decoder.direct_space().size() >= read_chunk;
-            if (direct) {
-                into = m_decoder.direct_space();
-            } else {
-                if (m_in.size() < read_chunk) m_in.resize(read_chunk);
-                into = std::span(m_in);
-            }
-            iovec iov{into.data(), into.size()};
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
-            msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control;
-            msg.msg_controllen = sizeof control;
-            const ssize_t n = ::recvmsg(m_sock.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
-                if (errno == ECONNRESET) {
-                    m_eof = true;
-                    return true;
-                }
-                throw_errno("recvmsg", "ipc channel");
-            }
-            // Own every descriptor that arrived before looking at anything else, so that
-            // each error path below closes them.
-            std::vector<file_descriptor> fds;
-            for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-                const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                const auto* data = reinterpret_cast<const unsigned char*>(CMSG_DATA(c));
-                for (std::size_t i = 0; i < count; ++i) {
-                    int raw;
-                    std::memcpy(&raw, data + i * sizeof raw, sizeof raw);
-                    fds.emplace_back(raw);
-                }
-            }
-            if (msg.msg_flags & MSG_CTRUNC) fail("descriptors were truncated (MSG_CTRUNC)");
-            if (n == 0) {
-                if (!fds.empty()) fail("descriptors arrived without data");
+        std::span<std::byte> into;
+        const bool direct = !m_json && m_decoder.direct_space().size() >= read_chunk;
+        if (direct) {
+            into = m_decoder.direct_space();
+        } else {
+            if (m_in.size() < read_chunk) m_in.resize(read_chunk);
+            into = std::span(m_in);
+        }
+        const ipc_received r = receive_with_fds(m_sock.get(), into);
+        // Own every descriptor that arrived before looking at anything else, so that
+        // each error path below closes them.
+        std::vector<file_descriptor> fds;
+        fds.reserve(r.fd_count);
+        for (std::size_t i = 0; i < r.fd_count; ++i) fds.emplace_back(r.fds[i]);
+        if (r.error != 0) {
+            if (r.would_block()) return false;
+            if (r.error == ECONNRESET) {
                 m_eof = true;
                 return true;
             }
-            const auto got = static_cast<std::size_t>(n);
-            // A Unix stream read stops short of the buffer only when the queue ran out, or
-            // after an skb that carried descriptors (or at a change of sender with
-            // SO_PASSCRED, checked at construction, or at an out-of-band mark, which no IPC
-            // peer sends). So a short read without descriptors left the socket empty, and the
-            // next data raises a fresh edge.
-            m_drained = m_short_read_empties && got < into.size() && fds.empty();
-            try {
-                if (m_json) {
-                    if (!fds.empty()) fail("descriptors on a json channel");
-                    m_line.insert(m_line.end(), into.begin(), into.begin() + n);
-                } else if (direct) {
-                    if (!fds.empty()) m_decoder.reject_direct_fds();
-                    m_decoder.commit_direct(got);
-                } else {
-                    m_decoder.feed(into.first(got), std::move(fds));
-                }
-            } catch (const ipc_error& e) {
-                if (!m_failed) fail(e.what());
-                throw;
-            }
+            throw_system_error(r.error, "recvmsg", "ipc channel");
+        }
+        if (r.truncated) fail("descriptors were truncated (MSG_CTRUNC)");
+        if (r.bytes == 0) {
+            if (!fds.empty()) fail("descriptors arrived without data");
+            m_eof = true;
             return true;
         }
-    }
-
-    std::optional<frame> next_json_line() {
-        const auto begin = m_line.begin() + static_cast<std::ptrdiff_t>(m_line_scanned);
-        const auto nl = std::find(begin, m_line.end(), std::byte{'\n'});
-        if (nl == m_line.end()) {
-            m_line_scanned = m_line.size();
-            if (m_line.size() > m_limits.max_message_size) {
-                fail("json message exceeds max_message_size");
+        const std::size_t got = r.bytes;
+        // A Unix stream read stops short of the buffer only when the queue ran out, or
+        // after an skb that carried descriptors (or at a change of sender with
+        // SO_PASSCRED, checked at construction, or at an out-of-band mark, which no IPC
+        // peer sends). So a short read without descriptors left the socket empty, and the
+        // next data raises a fresh edge.
+        m_drained = m_short_read_empties && got < into.size() && fds.empty();
+        try {
+            if (m_json) {
+                if (!fds.empty()) fail("descriptors on a json channel");
+                m_json_lines.feed(into.first(got));
+            } else if (direct) {
+                if (!fds.empty()) m_decoder.reject_direct_fds();
+                m_decoder.commit_direct(got);
+            } else {
+                m_decoder.feed(into.first(got), std::move(fds));
             }
-            return std::nullopt;
+        } catch (const ipc_error& e) {
+            if (!m_failed) fail(e.what());
+            throw;
         }
-        frame f;
-        f.body.assign(m_line.begin(), nl);
-        m_line.erase(m_line.begin(), nl + 1);
-        m_line_scanned = 0;
-        // Node's own internal messages ({"cmd":"NODE_..."}) are not for the user.
-        static constexpr std::string_view internal = "{\"cmd\":\"NODE_";
-        if (f.body.size() >= internal.size() &&
-            std::memcmp(f.body.data(), internal.data(), internal.size()) == 0) {
-            return next_json_line();
-        }
-        if (f.body.empty()) return next_json_line();
-        return f;
+        return true;
     }
 
     event_loop* m_loop;
@@ -613,13 +535,12 @@ private:
     frame_decoder m_decoder;
     std::optional<frame> m_returned; // taken by a receive that lost a race: the next one's
     std::vector<std::byte> m_in;
-    std::vector<std::byte> m_line; // json mode: bytes of the current, incomplete line(s)
-    std::size_t m_line_scanned = 0;
+    json_line_decoder m_json_lines; // json mode
     bool m_eof = false;
     bool m_drained = false;
     bool m_short_read_empties = false;
     bool m_failed = false;
-    bool m_receiving = false;
+    operation_slot m_receiving;
 };
 
 } // namespace conflux::detail

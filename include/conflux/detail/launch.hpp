@@ -5,6 +5,7 @@
 // executes the prepared plan (detail/spawn.hpp).
 
 #include <conflux/process_options.hpp>
+#include <conflux/detail/launch_io.hpp>
 #include <conflux/detail/orphans.hpp>
 #include <conflux/detail/spawn.hpp>
 #include <conflux/detail/system_error.hpp>
@@ -23,12 +24,6 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-extern char** environ; // NOLINT: POSIX declares it nowhere in a header
 
 namespace conflux::detail {
 
@@ -104,41 +99,6 @@ inline void reject_nul(std::string_view s, const char* what) {
     throw std::system_error(err, std::system_category(), what);
 }
 
-/// Looks `program` up in `path_value` the way execvp does, except that empty and relative
-/// entries (".", "", "bin") are skipped: a lookup never finds a file in the current
-/// directory by accident. A program containing '/' is used as it is. Returns the path, or
-/// an errno (ENOENT, EACCES) in `err`.
-inline std::string find_program(std::string_view program, std::string_view path_value, int& err) {
-    err = 0;
-    if (program.empty()) {
-        err = ENOENT;
-        return {};
-    }
-    if (program.find('/') != std::string_view::npos) return std::string(program);
-    int found_err = ENOENT;
-    std::size_t start = 0;
-    while (start <= path_value.size()) {
-        std::size_t end = path_value.find(':', start);
-        if (end == std::string_view::npos) end = path_value.size();
-        const std::string_view dir = path_value.substr(start, end - start);
-        start = end + 1;
-        if (dir.empty() || dir.front() != '/') continue;
-        std::string candidate(dir);
-        if (candidate.back() != '/') candidate += '/';
-        candidate += program;
-        struct stat st {};
-        if (::stat(candidate.c_str(), &st) != 0) continue;
-        if (!S_ISREG(st.st_mode)) {
-            found_err = EACCES;
-            continue;
-        }
-        if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-        found_err = EACCES;
-    }
-    err = found_err;
-    return {};
-}
-
 /// The child's environment as "NAME=value" strings.
 inline std::vector<std::string> build_environment(const launch_request& r) {
     std::vector<std::pair<std::string, std::string>> vars;
@@ -165,11 +125,7 @@ inline std::vector<std::string> build_environment(const launch_request& r) {
             put(name, value);
         }
     } else {
-        for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-            const char* eq = std::strchr(*e, '=');
-            if (eq == nullptr || eq == *e) continue; // malformed entries are not passed on
-            put(std::string(*e, static_cast<std::size_t>(eq - *e)), std::string(eq + 1));
-        }
+        for (auto& [name, value] : inherited_environment()) put(std::move(name), std::move(value));
     }
     for (const auto& [name, value] : *r.env_set) {
         check(name, value);
@@ -252,9 +208,8 @@ inline launched launch(const launch_request& r) {
         switch (s.how) {
         case stdio_spec::kind::pipe:
         case stdio_spec::kind::pipe_to_child: {
-            int p[2];
-            if (::pipe2(p, O_CLOEXEC) != 0) throw_spawn_error(errno, r.program, {}, *r.cwd);
-            unique_fd read_end(p[0]), write_end(p[1]);
+            auto [read_end, write_end] = open_pipe();
+            if (!read_end) throw_spawn_error(errno, r.program, {}, *r.cwd);
             const bool parent_writes = i == 0 || s.how == stdio_spec::kind::pipe_to_child;
             plan_fds[i].source = parent_writes ? read_end.get() : write_end.get();
             out.pipes.push_back(
@@ -268,7 +223,7 @@ inline launched launch(const launch_request& r) {
             break;
         case stdio_spec::kind::ignore:
             if (!dev_null) {
-                dev_null.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
+                dev_null = open_null_device();
                 if (!dev_null) throw_spawn_error(errno, r.program, {}, *r.cwd);
             }
             plan_fds[i].source = dev_null.get();
@@ -277,9 +232,7 @@ inline launched launch(const launch_request& r) {
             plan_fds[i].source = s.fd;
             break;
         case stdio_spec::kind::file: {
-            int flags = s.flags;
-            if (flags == -1) flags = i == 0 ? O_RDONLY : (O_WRONLY | O_CREAT | O_TRUNC);
-            unique_fd f(::open(s.path.c_str(), flags | O_CLOEXEC, s.mode));
+            unique_fd f = open_stdio_file(s.path, s.flags, s.mode, i == 0);
             if (!f) {
                 const int err = errno;
                 throw std::system_error(err, std::system_category(),

@@ -28,6 +28,28 @@ class epoll_reactor {
 public:
     static constexpr int max_events = 128;
 
+    // The interests a registration asks for, and what its events mean, in the terms the
+    // layers above use (io_watch, the pidfd watch): they never see an EPOLL* bit.
+    /// Readability, reported once per change (edge-triggered), with the peer's hang-up.
+    static constexpr std::uint32_t read_edges = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    /// The same plus write space.
+    static constexpr std::uint32_t read_write_edges = read_edges | EPOLLOUT;
+    /// Readability reported for as long as it lasts (level-triggered): a pidfd from the
+    /// child's exit until it is reaped.
+    static constexpr std::uint32_t readable_level = EPOLLIN;
+
+    static constexpr bool hung_up(std::uint32_t events) noexcept {
+        return (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    }
+    /// Data, the end of the stream or an error: a read would not block.
+    static constexpr bool readable(std::uint32_t events) noexcept {
+        return (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    }
+    /// Space or an error: a write would not block.
+    static constexpr bool writable(std::uint32_t events) noexcept {
+        return (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
+    }
+
     epoll_reactor() : m_epoll(::epoll_create1(EPOLL_CLOEXEC)) {
         if (!m_epoll) throw_errno("epoll_create1");
         m_wake = unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));

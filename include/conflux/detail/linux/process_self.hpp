@@ -1,8 +1,8 @@
 #pragma once
 
-// The calling process as Linux sees it: its ids and executable, a watch on its parent's
-// exit, leaving at once, and the name of the exception being handled (for the report a
-// forked child sends its parent).
+// The calling process as Linux sees it: its ids, executable and name, a watch on its
+// parent's exit, leaving at once, and the name of the exception being handled (for the
+// report a forked child sends its parent).
 
 #include <conflux/detail/posix/unique_fd.hpp>
 
@@ -11,7 +11,8 @@
 #include <typeinfo>
 
 #include <cxxabi.h>
-#include <errno.h> // program_invocation_name
+#include <errno.h> // program_invocation_name, program_invocation_short_name
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -36,6 +37,21 @@ inline const char* self_executable() noexcept { return "/proc/self/exe"; }
 
 /// argv[0] as this process was started with.
 inline const char* program_name() noexcept { return program_invocation_name; }
+
+/// The last path component of argv[0].
+inline const char* program_short_name() noexcept { return program_invocation_short_name; }
+
+/// Renames the process as `ps -o comm`, `top` and /proc/<pid>/comm show it (the calling
+/// thread's name: call it on the main thread, before starting others, which inherit it).
+/// The kernel keeps the first 15 bytes.
+inline void set_process_name(const char* name) noexcept { ::prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+/// The calling thread's name as the kernel has it (at most 15 bytes).
+inline std::string process_name() {
+    char name[17] = {};
+    ::prctl(PR_GET_NAME, name, 0, 0, 0);
+    return name;
+}
 
 /// The demangled type of the exception being handled, or "unknown".
 inline std::string current_exception_type_name() {

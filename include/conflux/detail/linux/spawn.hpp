@@ -11,6 +11,7 @@
 // two share (CLONE_VM), and CLONE_VFORK keeps the parent suspended until the child has either
 // exec'd or exited, so the report is complete when clone() returns.
 
+#include <conflux/detail/linux/child_exit.hpp>
 #include <conflux/detail/posix/unique_fd.hpp>
 #include <conflux/detail/system_error.hpp>
 
@@ -339,12 +340,8 @@ inline spawned clone_spawn(const spawn_plan& plan, spawn_failure& failure) {
     if (report.step != 0) {
         failure.step = static_cast<spawn_step>(report.step);
         failure.error = report.error;
-        siginfo_t info{};
         // The child has exited already (exit_group before clone returned): reap it now.
-        while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) <
-                   0 &&
-               errno == EINTR) {
-        }
+        reap_child(pidfd);
         out.pid = -1;
         out.pidfd.reset();
     }

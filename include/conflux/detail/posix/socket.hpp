@@ -1,11 +1,14 @@
 #pragma once
 
+#include <conflux/detail/posix/fd_io.hpp>
 #include <conflux/detail/posix/unique_fd.hpp>
 #include <conflux/detail/system_error.hpp>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -17,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -169,6 +173,103 @@ inline socket_address peer_address(int fd) {
     a.length = sizeof a.storage;
     if (::getpeername(fd, a.get(), &a.length) != 0) throw_errno("getpeername");
     return a;
+}
+
+/// Turns Nagle's algorithm off (`true`) or on: TCP_NODELAY.
+inline void set_no_delay(int fd, bool on, std::string_view object) {
+    set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, object);
+}
+
+/// A bound, listening stream socket (non-blocking, close-on-exec) for `address`. The reuse
+/// options apply to TCP only; `ipv6_only` to IPv6 only.
+inline unique_fd listen_socket(const socket_address& address, int backlog, bool reuse_address,
+                               bool reuse_port, bool ipv6_only, const std::string& object) {
+    auto fd = open_stream_socket(address.family(), object);
+    if (address.family() != AF_UNIX) {
+        if (reuse_address) set_int_option(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, object);
+        if (reuse_port) set_int_option(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, object);
+    }
+    if (address.family() == AF_INET6) {
+        set_int_option(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, ipv6_only ? 1 : 0, object);
+    }
+    if (::bind(fd.get(), address.get(), address.length) != 0) throw_errno("bind", object);
+    if (::listen(fd.get(), backlog) != 0) throw_errno("listen", object);
+    return fd;
+}
+
+/// One non-blocking accept: the connection (non-blocking, close-on-exec) and its peer's
+/// address, or an empty descriptor and the errno.
+struct accepted {
+    unique_fd fd;
+    socket_address peer;
+    int error = 0;
+};
+
+inline accepted accept_some(int listener) noexcept {
+    accepted a;
+    a.peer.length = sizeof a.peer.storage;
+    const int fd = ::accept4(listener, a.peer.get(), &a.peer.length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+        a.fd = unique_fd(fd);
+    } else {
+        a.error = errno;
+    }
+    return a;
+}
+
+/// Starts connecting `fd` to `address`: 0 when connected at once, else the errno (EINPROGRESS:
+/// wait for writability, then ask `connect_outcome`).
+inline int connect_start(int fd, const socket_address& address) noexcept {
+    for (;;) {
+        if (::connect(fd, address.get(), address.length) == 0) return 0;
+        if (errno != EINTR) return errno;
+    }
+}
+
+/// After a writability edge on a connecting socket: 0 once connected, EINPROGRESS while the
+/// handshake still runs (the edge was a remembered one), else the error that ended it.
+inline int connect_outcome(int fd) noexcept {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err != 0) return err;
+    sockaddr_storage peer{};
+    socklen_t peer_len = sizeof peer;
+    return ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 ? 0 : EINPROGRESS;
+}
+
+/// Shuts down the sending side (the peer reads end of stream); 0 or the errno.
+inline int shutdown_send(int fd) noexcept { return ::shutdown(fd, SHUT_WR) == 0 ? 0 : errno; }
+
+/// Removes a Unix socket's path from the file system, if it is still there.
+inline void remove_socket_path(const std::string& path) noexcept { ::unlink(path.c_str()); }
+
+/// sendmsg(2) of `size` bytes with the descriptors `fds` attached (SCM_RIGHTS), non-blocking
+/// and without SIGPIPE: the byte write of `fd_write_some` for a socket, plus descriptors.
+inline io_result send_with_fds(int fd, const void* data, std::size_t size,
+                               std::span<const int> fds) noexcept {
+    iovec iov{const_cast<void*>(data), size};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    constexpr std::size_t max_fds = 253; // SCM_MAX_FD
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_fds)];
+    if (!fds.empty()) {
+        if (fds.size() > max_fds) return {0, EINVAL};
+        const std::size_t bytes = sizeof(int) * fds.size();
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(bytes);
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(bytes);
+        std::memcpy(CMSG_DATA(c), fds.data(), bytes);
+    }
+    for (;;) {
+        const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) return {static_cast<std::size_t>(n), 0};
+        if (errno != EINTR) return {0, errno};
+    }
 }
 
 /// Errors of accept(2) that concern one aborted connection, not the listener: try again.

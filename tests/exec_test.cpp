@@ -1,0 +1,304 @@
+// exec and exec_file: capture, limits, deadlines and cancellation (spawn is in process_test).
+#include <conflux/exec.hpp>
+#include <conflux/run.hpp>
+#include <conflux/sleep.hpp>
+#include <conflux/when_all.hpp>
+#include <conflux/when_any.hpp>
+
+#include <doctest/doctest.h>
+
+#include "support/test_support.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <signal.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using conflux::exec_options;
+using conflux::task;
+
+namespace {
+
+std::string child() { return (conflux_test::helper_dir() / "conflux_child").string(); }
+
+template <class F>
+auto run(F f) {
+    return conflux::run(f());
+}
+
+struct temp_dir {
+    std::filesystem::path path;
+    temp_dir() {
+        char tmpl[] = "/tmp/conflux_process_test_XXXXXX";
+        path = ::mkdtemp(tmpl);
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+
+bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+// The leak probe: nothing opened, no child left unreaped.
+struct no_leaks {
+    std::vector<std::string> fds_before = conflux_test::open_fds();
+    ~no_leaks() {
+        CHECK(conflux_test::open_fds() == fds_before);
+        CHECK(conflux_test::zombie_children().empty());
+        CHECK(conflux_test::no_children_left());
+    }
+};
+
+// `sh -c "sleep 5 & echo $!"`: the shell exits at once, its background `sleep` keeps the
+// pipes open. Returns the sleeper's pid as the shell printed it.
+constexpr const char* background_sleeper = "sleep 5 & echo $!";
+
+pid_t first_pid(const std::string& out) { return static_cast<pid_t>(std::stol(out)); }
+
+// Waits (a bounded while) for `pid` to be gone; reparented grandchildren are reaped by init.
+bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (alive(pid) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(5ms);
+    }
+    // A zombie still answers kill(0): look at its state too.
+    if (!alive(pid)) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
+}
+
+using clock_type = std::chrono::steady_clock;
+
+// With kill_tree the grandchild went with the group; without, nothing could reach it (it is
+// not in a group of its own) and the test ends it.
+void expect_group_ended(pid_t sleeper, bool tree) {
+    REQUIRE(sleeper > 0);
+    if (tree) {
+        CHECK(gone_within(sleeper, 2s));
+    } else {
+        CHECK(alive(sleeper));
+        ::kill(sleeper, SIGKILL);
+    }
+}
+
+} // namespace
+
+TEST_CASE("a failing exit throws process_error carrying the result") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    run([]() -> task<> {
+        try {
+            co_await conflux::exec("echo out; echo oops >&2; exit 3");
+            FAIL("no throw");
+        } catch (const conflux::process_error& e) {
+            CHECK(e.status().code() == 3);
+            CHECK(e.result().out == "out\n");
+            CHECK(e.result().err == "oops\n");
+            CHECK(std::string(e.what()).find("exited with code 3") != std::string::npos);
+            CHECK(std::string(e.what()).find("oops") != std::string::npos);
+        }
+    });
+}
+
+TEST_CASE("exec reads stdout and stderr concurrently: 10 MiB on both never deadlocks") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    const std::size_t n = 10 * 1024 * 1024;
+    auto r = run([&]() -> task<conflux::exec_result> {
+        exec_options opts6{.max_buffer = 0};
+        co_return co_await conflux::exec_file(child(), {"both", std::to_string(n)}, opts6);
+    });
+    CHECK(r.out.size() == n);
+    CHECK(r.err.size() == n);
+}
+
+TEST_CASE("max_buffer: N fits, N+1 kills the child and keeps the first N bytes") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const std::size_t n = 100000;
+        exec_options opts7{.max_buffer = n};
+        auto ok = co_await conflux::exec_file(child(), {"out", std::to_string(n)}, opts7);
+        CHECK(ok.out.size() == n);
+        exec_options opts8{.max_buffer = n};
+        auto zero = co_await conflux::exec_file(child(), {"out", "0"}, opts8);
+        CHECK(zero.out.empty());
+        for (const char* which : {"out", "err"}) {
+            try {
+                exec_options opts9{.kill_signal = SIGKILL, .max_buffer = n};
+                co_await conflux::exec_file(child(), {which, std::to_string(n * 10)}, opts9);
+                FAIL("no throw");
+            } catch (const conflux::process_error& e) {
+                CHECK(e.buffer_overflow());
+                const std::string& got =
+                    std::string(which) == "out" ? e.result().out : e.result().err;
+                CHECK(got.size() == n);
+                CHECK(e.status().signal() == SIGKILL);
+            }
+        }
+    });
+}
+
+TEST_CASE("a timeout bounds exec when a grandchild holds the pipes, with and without kill_tree") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    for (bool tree : {false, true}) {
+        CAPTURE(tree);
+        pid_t sleeper = 0;
+        run([&]() -> task<> {
+            const auto start = clock_type::now();
+            try {
+                exec_options opts{.timeout = 300ms, .kill_tree = tree};
+                co_await conflux::exec(background_sleeper, opts);
+                FAIL("no throw");
+            } catch (const conflux::process_error& e) {
+                const auto took = clock_type::now() - start;
+                CHECK(e.timed_out());
+                CHECK(took >= 300ms);
+                CHECK(took < 1300ms);
+                // What was captured is kept, and so is the shell's own exit status.
+                sleeper = first_pid(e.result().out);
+                CHECK(e.status().code() == 0);
+            }
+        });
+        expect_group_ended(sleeper, tree);
+    }
+}
+
+TEST_CASE("cancellation bounds exec after the child exited: when_any and a stop token") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([&]() -> task<> {
+        // Stopped before the call: nothing is started at all.
+        std::stop_source early;
+        early.request_stop();
+        exec_options stopped{.stop_token = early.get_token()};
+        const auto fds_before = conflux_test::open_fds();
+        CHECK_THROWS_AS(co_await conflux::exec_file(child(), {"sleep", "10000"}, stopped),
+                        conflux::operation_cancelled);
+        CHECK(conflux_test::open_fds() == fds_before);
+        CHECK(conflux_test::no_children_left());
+
+        // The race: the timer wins, and the exec it cancels ends promptly although the shell
+        // has exited and only its grandchild holds the pipes.
+        const auto start = clock_type::now();
+        exec_options opts{.kill_tree = true};
+        auto raced = co_await conflux::when_any(conflux::exec(background_sleeper, opts),
+                                                conflux::sleep_for(300ms));
+        const auto took = clock_type::now() - start;
+        CHECK(raced.index() == 1);
+        CHECK(took < 1300ms);
+
+        // An explicit stop token, stopped after the shell's exit.
+        std::stop_source stop;
+        exec_options stoppable{.kill_tree = true, .stop_token = stop.get_token()};
+        auto stopper = [&]() -> task<> {
+            co_await conflux::sleep_for(300ms);
+            stop.request_stop();
+        };
+        auto execer = [&]() -> task<> {
+            CHECK_THROWS_AS(co_await conflux::exec("sleep 5 & echo $! >&2; exec 2>&-", stoppable),
+                            conflux::operation_cancelled);
+        };
+        const auto again = clock_type::now();
+        co_await conflux::when_all(execer(), stopper());
+        CHECK(clock_type::now() - again < 1300ms);
+    });
+}
+
+TEST_CASE("wait_delay: pipes held after the exit end the call with output_incomplete") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    for (bool tree : {false, true}) {
+        CAPTURE(tree);
+        pid_t sleeper = 0;
+        run([&]() -> task<> {
+            const auto start = clock_type::now();
+            try {
+                exec_options opts{.kill_tree = tree, .wait_delay = 200ms};
+                co_await conflux::exec(background_sleeper, opts);
+                FAIL("no throw");
+            } catch (const conflux::process_error& e) {
+                const auto took = clock_type::now() - start;
+                CHECK(e.output_incomplete());
+                CHECK(!e.timed_out());
+                CHECK(e.reason() == conflux::process_error::cause::output_incomplete);
+                CHECK(std::string(e.what()).find("output incomplete") != std::string::npos);
+                CHECK(e.status().code() == 0); // the shell's status is kept
+                CHECK(took >= 200ms);
+                CHECK(took < 1200ms);
+                sleeper = first_pid(e.result().out);
+            }
+        });
+        expect_group_ended(sleeper, tree);
+    }
+    run([]() -> task<> {
+        // Descendants that finish within the delay: nothing is lost, no error.
+        exec_options opts{.wait_delay = 3s};
+        auto r = co_await conflux::exec("(sleep 0.2; echo late) & echo early", opts);
+        CHECK(r.out == "early\nlate\n");
+        // The default waits for as long as the pipes stay open, like Node and Go.
+        auto d = co_await conflux::exec("(sleep 0.2; echo late) & echo early");
+        CHECK(d.out == "early\nlate\n");
+        // A negative delay is refused before anything starts.
+        exec_options negative{.wait_delay = -1ms};
+        CHECK_THROWS_AS(co_await conflux::exec("true", negative), std::invalid_argument);
+    });
+}
+
+TEST_CASE("conflux::run returning with detached tasks mid-exec leaves no child and no leak") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    temp_dir dir;
+    const std::string running_pids = (dir.path / "running").string();
+    const std::string draining_pids = (dir.path / "draining").string();
+    run([&]() -> task<> {
+        // A tree whose leader still runs, and one whose leader has exited while its grandchild
+        // holds the pipes: both calls are in progress when run() returns. Each shell writes
+        // its own pid and its background child's to a file.
+        auto running = [&]() -> task<> {
+            exec_options opts{.kill_tree = true};
+            co_await conflux::exec("echo $$ > " + running_pids + "; sleep 60 & echo $! >> " +
+                                       running_pids + "; wait",
+                                   opts);
+        };
+        auto draining = [&]() -> task<> {
+            exec_options opts{.kill_tree = true};
+            co_await conflux::exec(
+                "echo $$ > " + draining_pids + "; sleep 60 & echo $! >> " + draining_pids, opts);
+        };
+        conflux::detach(running());
+        conflux::detach(draining());
+        // A plain spawn too, whose reaper the frame's destruction starts.
+        auto held = []() -> task<> {
+            auto c = conflux::spawn(child(), {"sleep", "60000"});
+            co_await c.wait();
+        };
+        conflux::detach(held());
+        co_await conflux::sleep_for(300ms);
+    });
+    for (const auto& file : {running_pids, draining_pids}) {
+        std::ifstream in(file);
+        pid_t pid = 0;
+        int count = 0;
+        while (in >> pid) {
+            ++count;
+            CHECK(gone_within(pid, 2s));
+        }
+        CHECK(count == 2);
+    }
+}
