@@ -21,6 +21,7 @@
 #include <set>
 #include <string>
 #include <system_error>
+#include <variant>
 #include <vector>
 
 #include <signal.h>
@@ -447,6 +448,10 @@ TEST_CASE("typed messages both ways") {
             auto e =
                 co_await wait_for(c, [](const worker_event& e) { return e.what == kind::message; });
             got[e.worker] = e.message<std::string>();
+            // Typed: another type is refused by the message's fingerprint, naming both.
+            CHECK_THROWS_AS(e.message<int>(), conflux::ipc_type_mismatch);
+            auto either = e.message_one_of<int, std::string>();
+            CHECK(std::get<std::string>(either) == got[e.worker]);
         }
         CHECK(got[1] == "echo: hello one");
         CHECK(got[2] == "echo: hello two");

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <variant>
@@ -75,6 +76,22 @@ public:
 private:
     std::int64_t m_cents = 0;
     std::string m_cur;
+};
+
+// The same fields in the same order as `point`, under another name.
+struct other_point {
+    int a = 0;
+    int b = 0;
+};
+
+struct two_longs {
+    std::int64_t a = 0;
+    std::int64_t b = 0;
+};
+
+// A user type whose codec names its schema.
+struct celsius {
+    double degrees = 0;
 };
 
 template <class T>
@@ -196,6 +213,92 @@ TEST_CASE("a user codec specialisation is used, and its own checks apply") {
     CHECK(round_trip(money(1999, "EUR")) == money(1999, "EUR"));
     CHECK(round_trip(std::vector<money>{money(1, "USD")}) == std::vector<money>{money(1, "USD")});
     CHECK_THROWS_AS(round_trip(money(1, "EURO")), conflux::ipc_error);
+}
+
+template <>
+struct conflux::codec<celsius> {
+    static constexpr std::string_view schema = "test.celsius/1";
+    static void encode(byte_writer& w, const celsius& c) { encode_value(w, c.degrees); }
+    static celsius decode(byte_reader& r) { return {decode_value<double>(r)}; }
+};
+
+namespace {
+using conflux::fingerprint_of;
+
+template <class A, class B>
+constexpr bool same_fingerprint = fingerprint_of<A>() == fingerprint_of<B>();
+} // namespace
+
+TEST_CASE("fingerprints: equal for the same encoding shape, different otherwise") {
+    // Computed at compile time.
+    static_assert(fingerprint_of<std::int64_t>() != 0);
+    // Scalars: kind and size, not the spelling.
+    static_assert(same_fingerprint<std::int64_t, long long>);
+    static_assert(!same_fingerprint<std::int64_t, double>);
+    static_assert(!same_fingerprint<std::int64_t, std::uint64_t>);
+    static_assert(!same_fingerprint<std::int32_t, std::int64_t>);
+    static_assert(!same_fingerprint<float, double>);
+    static_assert(!same_fingerprint<bool, std::uint8_t>);
+    static_assert(!same_fingerprint<std::byte, std::uint8_t>);
+    static_assert(!same_fingerprint<colour, std::uint8_t>);
+    // Containers by shape.
+    static_assert(!same_fingerprint<std::vector<int>, std::vector<long>>);
+    static_assert(!same_fingerprint<std::vector<char>, std::string>);
+    static_assert(!same_fingerprint<std::string, std::u32string>);
+    static_assert(!same_fingerprint<std::vector<int>, std::optional<int>>);
+    static_assert(!same_fingerprint<std::array<int, 2>, std::array<int, 3>>);
+    static_assert(!same_fingerprint<std::map<int, int>, std::unordered_map<int, int>>);
+    static_assert(!same_fingerprint<std::map<int, long>, std::map<long, int>>);
+    static_assert(!same_fingerprint<std::variant<int, double>, std::variant<double, int>>);
+    static_assert(!same_fingerprint<std::chrono::seconds, std::chrono::milliseconds>);
+    static_assert(!same_fingerprint<std::chrono::system_clock::time_point,
+                                    std::chrono::steady_clock::time_point>);
+    // Nested containers.
+    static_assert(same_fingerprint<std::vector<std::vector<int>>, std::vector<std::vector<int>>>);
+    static_assert(!same_fingerprint<std::vector<std::vector<int>>, std::vector<int>>);
+    static_assert(!same_fingerprint<std::vector<std::vector<int>>,
+                                    std::vector<std::vector<std::vector<int>>>>);
+    static_assert(
+        !same_fingerprint<std::vector<std::optional<int>>, std::optional<std::vector<int>>>);
+    static_assert(!same_fingerprint<std::map<std::string, std::vector<int>>,
+                                    std::map<std::string, std::vector<unsigned>>>);
+    // Records: fields in order, not the type's name.
+    static_assert(same_fingerprint<point, other_point>);
+    static_assert(same_fingerprint<point, std::pair<int, int>>);
+    static_assert(same_fingerprint<point, std::tuple<int, int>>);
+    static_assert(!same_fingerprint<two_longs, std::int64_t>);
+    static_assert(!same_fingerprint<point, std::int64_t>); // the same 8 bytes
+    static_assert(!same_fingerprint<std::tuple<int, double>, std::tuple<double, int>>);
+    static_assert(!same_fingerprint<record, sixteen>);
+    static_assert(!same_fingerprint<std::vector<point>, std::vector<two_longs>>);
+    // Recursive aggregates are fingerprinted too.
+    static_assert(!same_fingerprint<tree, point>);
+    static_assert(!same_fingerprint<tree, std::vector<tree>>);
+    // User codecs: their declared schema, else their name.
+    static_assert(!same_fingerprint<celsius, double>);
+    static_assert(!same_fingerprint<money, std::pair<std::int64_t, std::string>>);
+    static_assert(!same_fingerprint<money, celsius>);
+    static_assert(
+        fingerprint_of<celsius>() ==
+        conflux::detail::fp_string(conflux::detail::fp_start(conflux::detail::fp_kind::named),
+                                   "test.celsius/1"));
+    static_assert(!same_fingerprint<std::vector<money>, std::vector<celsius>>);
+    CHECK(fingerprint_of<money>() == fingerprint_of<money>());
+}
+
+TEST_CASE("fingerprints are the same with every compiler and build: pinned values") {
+    // These numbers are part of the wire format (GCC, Clang and libc++ builds must all agree;
+    // CI builds this test with each): changing one is a protocol change.
+    CHECK(fingerprint_of<std::int64_t>() == 0x30f84239a5649d2cull);
+    CHECK(fingerprint_of<double>() == 0xcef46dc9cb8ecdaeull);
+    CHECK(fingerprint_of<point>() == 0x4a8d5e6627146045ull);
+    CHECK(fingerprint_of<std::map<std::string, std::vector<std::optional<double>>>>() ==
+          0x42bc9c422ed94daaull);
+    CHECK(fingerprint_of<tree>() == 0x166a3eebd9e46ee0ull);
+    CHECK(fingerprint_of<record>() == 0xfa2e00dbd682aab1ull);
+    // A user codec without `schema`: its name, "(anonymous namespace)::money" under both GCC
+    // ("{anonymous}::money") and Clang.
+    CHECK(fingerprint_of<money>() == 0x5a204e46510c7563ull);
 }
 
 TEST_CASE("every truncation of a valid encoding is an ipc_error") {

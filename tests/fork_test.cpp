@@ -10,10 +10,12 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <signal.h>
@@ -64,11 +66,33 @@ task<void> middle() {
 
 task<void> sleeper() { co_await conflux::sleep_for(60s); }
 
+struct two_ints {
+    int a = 0;
+    int b = 0;
+};
+
+// Receives a message as the wrong type, reports what it was told, and goes on.
+task<void> typed() {
+    auto& ch = conflux::parent();
+    std::string what;
+    try {
+        (void)co_await ch.receive<double>();
+    } catch (const conflux::ipc_type_mismatch& e) {
+        what = e.what();
+    }
+    co_await ch.send(what);
+    auto n = co_await ch.receive<std::int64_t>();
+    co_await ch.send(*n + 1);
+    two_ints p{1, 2};
+    co_await ch.send(p);
+    co_await ch.send(std::string("done"));
+}
+
 [[maybe_unused]] const bool registered =
     conflux::register_entry("echo", echo) && conflux::register_entry("exit42", exit42) &&
     conflux::register_entry("throw", thrower) && conflux::register_entry("crash", crasher) &&
     conflux::register_entry("fill", fill_buffer) && conflux::register_entry("middle", middle) &&
-    conflux::register_entry("sleeper", sleeper);
+    conflux::register_entry("sleeper", sleeper) && conflux::register_entry("typed", typed);
 
 const conflux::arguments child_args{"--test-case=fork child entry"};
 
@@ -113,6 +137,28 @@ TEST_CASE("a forked entry point exchanges typed messages and exits with its code
         auto other = co_await conflux::fork("exit42", child_args);
         CHECK(!(co_await other.receive<int>()));
         CHECK((co_await other.wait()).code() == 42);
+    }());
+    CHECK(conflux_test::zombie_children().empty());
+}
+
+TEST_CASE("parent and child: a message of another type is refused naming both, and they go on") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<void> {
+        auto child = co_await conflux::fork("typed", child_args);
+        co_await child.send(std::int64_t{42}); // received as double
+        auto what = co_await child.receive<std::string>();
+        REQUIRE(what);
+        CHECK(what->find("expected a message of type double (fingerprint 0x") != std::string::npos);
+        CHECK(what->find("got a message of another type (fingerprint 0x30f84239a5649d2c)") !=
+              std::string::npos);
+        co_await child.send(std::int64_t{41});
+        CHECK(co_await child.receive<std::int64_t>() == std::int64_t{42});
+        // two_ints{1, 2} received as int64: the same 8 bytes, refused by the fingerprint.
+        CHECK_THROWS_AS(co_await child.receive<std::int64_t>(), conflux::ipc_type_mismatch);
+        auto last = co_await child.receive_one_of<two_ints, std::string>();
+        REQUIRE(last);
+        CHECK(std::get<std::string>(*last) == "done");
+        CHECK((co_await child.wait()).success());
     }());
     CHECK(conflux_test::zombie_children().empty());
 }

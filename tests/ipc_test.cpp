@@ -18,8 +18,10 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -48,6 +50,16 @@ struct labelled_fd {
     conflux::file_descriptor fd;
 };
 
+struct point {
+    int x = 0;
+    int y = 0;
+};
+
+// A user codec, checked by the schema it declares.
+struct celsius {
+    double degrees = 0;
+};
+
 // FNV-1a over the bytes: enough to tell a corrupted or reordered payload.
 std::uint64_t digest(const std::vector<std::uint8_t>& v) {
     std::uint64_t h = 1469598103934665603ull;
@@ -67,12 +79,23 @@ std::vector<std::uint8_t> pattern(std::size_t n, std::uint8_t seed) {
     return v;
 }
 
+} // namespace
+
+template <>
+struct conflux::codec<celsius> {
+    static constexpr std::string_view schema = "test.celsius";
+    static void encode(byte_writer& w, const celsius& c) { encode_value(w, c.degrees); }
+    static celsius decode(byte_reader& r) { return {decode_value<double>(r)}; }
+};
+
+namespace {
+
 // A frame as the library writes it, for the raw peer.
 template <class T>
 std::vector<std::byte>
 frame_of(const T& v, conflux::detail::frame_type type = conflux::detail::frame_type::user,
          std::size_t fds = 0) {
-    auto body = conflux::encode(v);
+    auto body = conflux::detail::encode_message(v); // the type's fingerprint, then the value
     std::vector<std::byte> out(conflux::detail::frame_header_size);
     conflux::detail::write_frame_header(out.data(), type, fds, body.size());
     out.insert(out.end(), body.begin(), body.end());
@@ -272,7 +295,13 @@ TEST_CASE("malformed frames from a raw peer: one ipc_error, then the channel is 
         {"control type 0", mutate(5, 0)},
         {"reserved bits", mutate(12, 1)},
         {"declares descriptors it does not send", mutate(6, 1)},
-        {"garbage body (lying string length)", mutate(16, 200)},
+        {"garbage body (lying string length)", mutate(24, 200)},
+        {"body shorter than a type fingerprint",
+         [] {
+             std::vector<std::byte> f(conflux::detail::frame_header_size + 4);
+             conflux::detail::write_frame_header(f.data(), conflux::detail::frame_type::user, 0, 4);
+             return f;
+         }()},
         {"oversized", frame_of(std::string(5000, 'x'))},
     };
     {
@@ -296,15 +325,162 @@ TEST_CASE("malformed frames from a raw peer: one ipc_error, then the channel is 
             CHECK(!ch.connected());
             CHECK(!(co_await ch.receive<std::string>()));
         }
-        // A good frame still decodes as a different type: that is the receiver's mistake and
-        // also an ipc_error (trailing bytes / truncation), never UB.
+        // A good frame received as another type: that is the receiver's mistake, refused by
+        // the fingerprint (ipc_type_mismatch), and the channel stays open.
         auto ch_raw = raw_pair();
         auto& ch = ch_raw.first;
         auto& raw = ch_raw.second;
         write_all(raw.get(), frame_of(std::uint64_t(1)));
-        CHECK_THROWS_AS(co_await ch.receive<std::uint32_t>(), conflux::ipc_error);
+        write_all(raw.get(), frame_of(std::uint64_t(2)));
+        CHECK_THROWS_AS(co_await ch.receive<std::uint32_t>(), conflux::ipc_type_mismatch);
+        CHECK(ch.connected());
+        CHECK(co_await ch.receive<std::uint64_t>() == std::uint64_t(2));
     }());
     CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE(
+    "a receive of another type throws ipc_type_mismatch naming both; the channel stays open") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
+        // What a new user tried: 42 sent, received as double; a struct received as int64.
+        co_await a.send(std::int64_t{42});
+        std::string what;
+        std::uint64_t received = 0;
+        try {
+            (void)co_await b.receive<double>();
+        } catch (const conflux::ipc_type_mismatch& e) {
+            what = e.what();
+            received = e.received_fingerprint();
+        }
+        const std::string expected = "expected a message of type double (fingerprint 0x";
+        const std::string got = "got a message of another type (fingerprint 0x30f84239a5649d2c)";
+        CHECK(what.find(expected) != std::string::npos);
+        CHECK(what.find(got) != std::string::npos);
+        CHECK(received == conflux::fingerprint_of<std::int64_t>());
+        CHECK(b.connected());
+        point p{1, 2};
+        co_await a.send(p);
+        CHECK_THROWS_AS(co_await b.receive<std::int64_t>(), conflux::ipc_type_mismatch);
+        // A user codec is checked the same way (by its declared schema).
+        co_await a.send(celsius{21.5});
+        CHECK_THROWS_AS(co_await b.receive<double>(), conflux::ipc_type_mismatch);
+        co_await a.send(21.5);
+        CHECK_THROWS_AS(co_await b.receive<celsius>(), conflux::ipc_type_mismatch);
+        // A mismatch is an ipc_error too, and consumed: the next receive gets the next message.
+        const std::vector<int> ints{1, 2}; // named: GCC 12 cannot keep an initializer list
+        co_await a.send(ints);             // alive across co_await
+        co_await a.send(std::string("next"));
+        CHECK_THROWS_AS(co_await b.receive<std::vector<long>>(), conflux::ipc_error);
+        CHECK(co_await b.receive<std::string>() == std::string("next"));
+        co_await a.send(celsius{-4});
+        auto c = co_await b.receive<celsius>();
+        REQUIRE(c);
+        CHECK(c->degrees == -4);
+        // Both ways, and the same fields under another name decode (by design).
+        co_await b.send(p);
+        auto q = co_await a.receive<std::pair<int, int>>();
+        REQUIRE(q);
+        CHECK(q->second == 2);
+        CHECK(a.connected());
+        CHECK(b.connected());
+    }());
+}
+
+TEST_CASE("descriptors in a message of another type are closed; the channel stays usable") {
+    conflux_test::watchdog dog(10s);
+    const auto fds_before = conflux_test::open_fds();
+    conflux::run([]() -> task<void> {
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
+        const auto with_channel = conflux_test::open_fds();
+        {
+            int p[2];
+            REQUIRE(::pipe(p) == 0);
+            labelled_fd m{"two ends", conflux::file_descriptor(p[0])};
+            co_await a.send(std::move(m));
+            std::vector<conflux::file_descriptor> more;
+            more.emplace_back(p[1]);
+            co_await a.send(std::move(more));
+        }
+        CHECK_THROWS_AS(co_await b.receive<std::string>(), conflux::ipc_type_mismatch);
+        CHECK_THROWS_AS((co_await b.receive_one_of<int, std::string>()),
+                        conflux::ipc_type_mismatch);
+        // Both descriptors arrived with their messages and were closed with them.
+        CHECK(conflux_test::open_fds() == with_channel);
+        co_await a.send(std::string("still open"));
+        CHECK(co_await b.receive<std::string>() == std::string("still open"));
+    }());
+    CHECK(conflux_test::open_fds() == fds_before);
+}
+
+TEST_CASE("receive_one_of: several message types decoded by fingerprint, no hand-written tag") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<void> {
+        auto a_b = ipc_channel::pair();
+        auto& a = a_b.first;
+        auto& b = a_b.second;
+        job j{3, "three", {}, std::nullopt};
+        co_await a.send(j);
+        co_await a.send(std::string("text"));
+        co_await a.send(point{5, 6});
+        co_await a.send(2.5); // none of them
+        co_await a.send(std::string("after"));
+        // A variant is its own type (with its own index): sent whole, it is received whole.
+        co_await a.send(std::variant<std::string, point>(point{7, 8}));
+
+        std::vector<std::size_t> seen;
+        for (int i = 0; i < 3; ++i) {
+            auto m = co_await b.receive_one_of<job, std::string, point>();
+            REQUIRE(m);
+            seen.push_back(m->index());
+            std::visit(
+                [&](const auto& v) {
+                    using V = std::decay_t<decltype(v)>;
+                    if constexpr (std::is_same_v<V, job>) CHECK(v == j);
+                    if constexpr (std::is_same_v<V, std::string>) CHECK(v == "text");
+                    if constexpr (std::is_same_v<V, point>) CHECK(v.y == 6);
+                },
+                *m);
+        }
+        CHECK(seen == std::vector<std::size_t>{0, 1, 2});
+        try {
+            (void)co_await b.receive_one_of<job, std::string, point>();
+            FAIL("no ipc_type_mismatch");
+        } catch (const conflux::ipc_type_mismatch& e) {
+            const std::string what = e.what();
+            CHECK(what.find("expected one of ") != std::string::npos);
+            CHECK(what.find("job (fingerprint 0x") != std::string::npos);
+            CHECK(what.find("point (fingerprint 0x") != std::string::npos);
+            CHECK(e.received_fingerprint() == conflux::fingerprint_of<double>());
+        }
+        auto after = co_await b.receive_one_of<job, std::string, point>();
+        REQUIRE(after);
+        CHECK(std::get<std::string>(*after) == "after");
+        CHECK_THROWS_AS((co_await b.receive_one_of<std::string, point>()),
+                        conflux::ipc_type_mismatch);
+        co_await a.send(std::variant<std::string, point>(point{7, 8}));
+        auto whole = co_await b.receive_one_of<int, std::variant<std::string, point>>();
+        REQUIRE(whole);
+        CHECK(std::get<point>(std::get<1>(*whole)).x == 7);
+        // In a race, as receive.
+        co_await a.send(point{9, 9});
+        auto raced = co_await conflux::when_any(b.receive_one_of<std::string, point>(),
+                                                conflux::sleep_for(5s));
+        REQUIRE(raced.index() == 0);
+        CHECK(std::get<point>(*std::get<0>(raced)).x == 9);
+        a.disconnect();
+        CHECK(!(co_await b.receive_one_of<std::string, point>()));
+        // A json channel carries text only: no types to choose from.
+        auto json = ipc_channel::pair({.mode = conflux::ipc_mode::json});
+        co_await json.first.send(std::string("{}"));
+        CHECK_THROWS_AS((co_await json.second.receive_one_of<std::string, point>()),
+                        std::logic_error);
+    }());
 }
 
 TEST_CASE("a remote error frame becomes remote_error with the type name and message") {
@@ -390,7 +566,11 @@ TEST_CASE("descriptors a frame did not declare, or fewer than declared: ipc_erro
             auto ch_raw = raw_pair();
             auto& ch = ch_raw.first;
             auto& raw = ch_raw.second;
-            std::vector<std::byte> body{std::byte{1}, std::byte{5}};
+            std::vector<std::byte> body(conflux::detail::fingerprint_size);
+            const auto fp = conflux::fingerprint_of<conflux::file_descriptor>();
+            std::memcpy(body.data(), &fp, sizeof fp);
+            body.push_back(std::byte{1});
+            body.push_back(std::byte{5});
             std::vector<std::byte> f(conflux::detail::frame_header_size);
             conflux::detail::write_frame_header(f.data(), conflux::detail::frame_type::user, 1,
                                                 body.size());

@@ -14,6 +14,7 @@
 #include <conflux/detail/cluster_protocol.hpp>
 #include <conflux/detail/cluster_worker.hpp>
 #include <conflux/detail/gcc12_temporaries.hpp>
+#include <conflux/detail/ipc_message.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -25,6 +26,7 @@
 #include <stop_token>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace conflux {
@@ -111,10 +113,18 @@ struct worker_event {
     int signal_number = 0;
     std::vector<std::byte> payload;
 
-    /// Decodes a `message` event's payload as `T` (throws `ipc_error` if it is no `T`).
+    /// Decodes a `message` event's payload as `T`: `ipc_type_mismatch` if the worker sent
+    /// another type, `ipc_error` if it is malformed.
     template <class T>
     T message() const {
-        return conflux::decode<T>(payload);
+        return detail::decode_message<T>(payload);
+    }
+
+    /// Decodes a `message` event's payload as whichever of `T...` the worker sent (see
+    /// `ipc_channel::receive_one_of`).
+    template <class... T>
+    std::variant<T...> message_one_of() const {
+        return detail::decode_message_one_of<T...>(payload);
     }
 };
 
@@ -232,12 +242,12 @@ public:
                       "GCC 12 destroys an aggregate written inside a co_await expression twice: "
                       "name the message first and send the name (`T m{...}; co_await "
                       "c.send(id, m);`) (GCC >= 13 and Clang accept it)");
-        return m_state->send(id, conflux::encode(message));
+        return m_state->send(id, detail::encode_message(message));
     }
 #else
     template <class T>
     [[nodiscard]] task<void> send(unsigned id, T message) {
-        co_await m_state->send(id, conflux::encode(message));
+        co_await m_state->send(id, detail::encode_message(message));
     }
 #endif
 
@@ -286,12 +296,12 @@ public:
                       "GCC 12 destroys an aggregate written inside a co_await expression twice: "
                       "name the message first and send the name (`T m{...}; co_await "
                       "conflux::cluster::send_to_primary(m);`) (GCC >= 13 and Clang accept it)");
-        return send_encoded_to_primary(conflux::encode(message));
+        return send_encoded_to_primary(detail::encode_message(message));
     }
 #else
     template <class T>
     [[nodiscard]] static task<void> send_to_primary(T message) {
-        co_await send_encoded_to_primary(conflux::encode(message));
+        co_await send_encoded_to_primary(detail::encode_message(message));
     }
 #endif
 
@@ -334,7 +344,7 @@ private:
             throw operation_cancelled();
         }
         if (!bytes) co_return std::nullopt;
-        co_return conflux::decode<T>(*bytes);
+        co_return detail::decode_message<T>(*bytes);
     }
 
     std::shared_ptr<primary> m_state;

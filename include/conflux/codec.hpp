@@ -2,9 +2,11 @@
 
 #include <conflux/detail/cpp20.hpp>
 
+#include <conflux/codec_bytes.hpp>
 #include <conflux/error.hpp>
 #include <conflux/file_descriptor.hpp>
 #include <conflux/detail/codec_aggregate.hpp>
+#include <conflux/detail/codec_fingerprint.hpp>
 
 #include <array>
 #include <bit>
@@ -29,174 +31,6 @@
 
 namespace conflux {
 
-/// Malformed, truncated, oversized or otherwise untrustworthy IPC input, or a message that
-/// cannot be encoded. On a channel it closes that channel; the process keeps running.
-class ipc_error : public error {
-public:
-    using error::error;
-};
-
-/// Bounds that decoding enforces before trusting anything it reads.
-struct codec_limits {
-    /// Largest frame (encoded message) accepted: checked against the frame header before
-    /// anything of that size is allocated. Default 64 MiB.
-    std::size_t max_message_size = std::size_t(64) << 20;
-    /// Deepest nesting of containers, optionals, variants and aggregates.
-    std::size_t max_depth = 64;
-};
-
-/// Where `codec<T>::encode` writes: bytes, plus descriptors that travel beside them.
-class byte_writer {
-public:
-    /// Appends to `out`; without `fds` any descriptor in the message is an `ipc_error`.
-    explicit byte_writer(std::vector<std::byte>& out, std::vector<file_descriptor>* fds = nullptr,
-                         std::size_t max_depth = codec_limits{}.max_depth) noexcept
-        : m_out(&out), m_fds(fds), m_max_depth(max_depth) {}
-
-    void write(const void* data, std::size_t n) {
-        if (n == 0) return;
-        const std::size_t at = m_out->size();
-        m_out->resize(at + n);
-        std::memcpy(m_out->data() + at, data, n);
-    }
-    void write(std::span<const std::byte> bytes) { write(bytes.data(), bytes.size()); }
-
-    /// The object representation of a trivially copyable value (host byte order: both ends
-    /// of a channel run on the same machine).
-    template <class T>
-    requires std::is_trivially_copyable_v<T>
-    void write_raw(const T& v) { write(&v, sizeof(T)); }
-
-    /// A length or count: LEB128, 1 byte below 128.
-    void write_size(std::uint64_t n) {
-        std::byte buf[10];
-        std::size_t len = 0;
-        do {
-            auto b = static_cast<std::uint8_t>(n & 0x7f);
-            n >>= 7;
-            if (n != 0) b |= 0x80;
-            buf[len++] = std::byte{b};
-        } while (n != 0);
-        write(buf, len);
-    }
-
-    /// Attaches a duplicate of `fd` to the message and writes its index. Throws `ipc_error`
-    /// when this writer carries no descriptors (plain `encode`), `std::system_error` when
-    /// `fd` is not open.
-    void write_fd(int fd) {
-        if (m_fds == nullptr) {
-            throw ipc_error("conflux::codec: a descriptor can only travel over an IPC channel");
-        }
-        m_fds->push_back(file_descriptor::duplicate(fd));
-        write_size(m_fds->size() - 1);
-    }
-
-    /// Counts one level of nesting for the scope of the returned guard.
-    [[nodiscard]] auto nest() {
-        if (++m_depth > m_max_depth) {
-            --m_depth;
-            throw ipc_error("conflux::codec: message nested deeper than " +
-                            std::to_string(m_max_depth) + " levels");
-        }
-        struct guard {
-            std::size_t* depth;
-            ~guard() { --*depth; }
-        };
-        return guard{&m_depth};
-    }
-
-    std::size_t size() const noexcept { return m_out->size(); }
-
-private:
-    std::vector<std::byte>* m_out;
-    std::vector<file_descriptor>* m_fds;
-    std::size_t m_max_depth;
-    std::size_t m_depth = 0;
-};
-
-/// Where `codec<T>::decode` reads from: one frame's bytes and descriptors. Every read is
-/// checked against what is left of the frame; nothing read is trusted.
-class byte_reader {
-public:
-    explicit byte_reader(std::span<const std::byte> data, codec_limits limits = {},
-                         std::span<file_descriptor> fds = {}) noexcept
-        : m_data(data), m_fds(fds), m_limits(limits) {}
-
-    std::size_t remaining() const noexcept { return m_data.size() - m_pos; }
-    const codec_limits& limits() const noexcept { return m_limits; }
-
-    /// The next `n` bytes; `ipc_error` when the frame holds fewer.
-    std::span<const std::byte> read(std::size_t n) {
-        if (n > remaining()) fail("truncated message");
-        auto out = m_data.subspan(m_pos, n);
-        m_pos += n;
-        return out;
-    }
-
-    template <class T>
-    requires std::is_trivially_copyable_v<T> T read_raw() {
-        T v;
-        std::memcpy(&v, read(sizeof(T)).data(), sizeof(T));
-        return v;
-    }
-
-    std::uint64_t read_size() {
-        std::uint64_t v = 0;
-        for (unsigned shift = 0; shift < 64; shift += 7) {
-            const auto b = std::to_integer<std::uint8_t>(read(1)[0]);
-            if (shift == 63 && (b & 0x7e) != 0) fail("length overflows 64 bits");
-            v |= std::uint64_t(b & 0x7f) << shift;
-            if ((b & 0x80) == 0) {
-                // One encoding per value: a final zero byte would be a longer spelling.
-                if (b == 0 && shift != 0) fail("non-minimal length");
-                return v;
-            }
-        }
-        fail("length overflows 64 bits");
-    }
-
-    /// A count of elements each encoded in at least `min_element_size` bytes, checked
-    /// against the rest of the frame so that a lying count cannot make anything allocate.
-    std::size_t read_count(std::size_t min_element_size) {
-        const std::uint64_t n = read_size();
-        const std::size_t bound =
-            min_element_size == 0 ? m_limits.max_message_size : remaining() / min_element_size;
-        if (n > bound) fail("element count " + std::to_string(n) + " exceeds the message");
-        return static_cast<std::size_t>(n);
-    }
-
-    /// Takes the descriptor whose index comes next. `ipc_error` for an index out of range or
-    /// a descriptor taken twice.
-    file_descriptor read_fd() {
-        const std::uint64_t i = read_size();
-        if (i >= m_fds.size() || !m_fds[i]) fail("bad descriptor index");
-        return std::move(m_fds[i]);
-    }
-
-    [[nodiscard]] auto nest() {
-        if (++m_depth > m_limits.max_depth) {
-            --m_depth;
-            fail("nested deeper than " + std::to_string(m_limits.max_depth) + " levels");
-        }
-        struct guard {
-            std::size_t* depth;
-            ~guard() { --*depth; }
-        };
-        return guard{&m_depth};
-    }
-
-    [[noreturn]] static void fail(const std::string& why) {
-        throw ipc_error("conflux::codec: malformed message: " + why);
-    }
-
-private:
-    std::span<const std::byte> m_data;
-    std::size_t m_pos = 0;
-    std::span<file_descriptor> m_fds;
-    codec_limits m_limits;
-    std::size_t m_depth = 0;
-};
-
 /// How values of `T` are encoded into a message and decoded from one: specialise it for
 /// your types, as `fmt::formatter`.
 ///
@@ -215,6 +49,11 @@ private:
 /// `std::optional`, `std::variant`, `std::map`, `std::unordered_map`, `std::pair`,
 /// `std::tuple`, `std::chrono::duration`/`time_point`, `file_descriptor`, and plain aggregates
 /// of up to 16 public fields (no macro). `decode` throws `ipc_error` on malformed input.
+///
+/// A specialisation may declare `static constexpr std::string_view schema = "money/1";`:
+/// its `fingerprint_of` is then the hash of that text. Without it, the hash of the type's
+/// name (the same with GCC and Clang for a class or a class template over classes and
+/// integers, but not in general: declare `schema` where both ends are built differently).
 template <class T>
 struct codec;
 
@@ -235,6 +74,16 @@ constexpr std::size_t min_encoded_size() {
     }
 }
 } // namespace detail
+
+/// The fingerprint of `T`'s encoding, computed at compile time: a hash of its codec schema
+/// (scalar kinds and sizes, container shapes, fields in order; not the type's name, so
+/// aggregates with the same fields in the same order share it), the same with every compiler
+/// and build. Every binary IPC message carries it; `receive<T>` of another type is refused.
+template <class T>
+constexpr std::uint64_t fingerprint_of() noexcept {
+    static_assert(encodable<T>, "conflux::fingerprint_of: no codec<T> for this type");
+    return detail::fingerprint_v<T>;
+}
 
 /// Encodes `v` with `codec<T>` (for use inside `codec` specialisations).
 template <class T>
@@ -279,6 +128,7 @@ T decode(std::span<const std::byte> bytes, codec_limits limits = {}) {
 
 template <>
 struct codec<bool> {
+    using wire_schema = detail::schema::arithmetic<bool>;
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, bool v) { w.write_raw(std::uint8_t(v ? 1 : 0)); }
     static bool decode(byte_reader& r) {
@@ -290,6 +140,7 @@ struct codec<bool> {
 
 template <class T>
 requires(std::is_arithmetic_v<T> && !std::same_as<T, bool>) struct codec<T> {
+    using wire_schema = detail::schema::arithmetic<T>;
     static constexpr std::size_t min_size = sizeof(T);
     static void encode(byte_writer& w, T v) { w.write_raw(v); }
     static T decode(byte_reader& r) { return r.read_raw<T>(); }
@@ -299,6 +150,8 @@ template <class T>
 requires std::is_enum_v<T>
 struct codec<T> {
     using underlying = std::underlying_type_t<T>;
+    using wire_schema =
+        detail::schema::node<detail::fp_kind::enumeration, detail::type_list<underlying>>;
     static constexpr std::size_t min_size = sizeof(underlying);
     static void encode(byte_writer& w, T v) { w.write_raw(static_cast<underlying>(v)); }
     static T decode(byte_reader& r) { return static_cast<T>(r.read_raw<underlying>()); }
@@ -306,6 +159,7 @@ struct codec<T> {
 
 template <>
 struct codec<std::byte> {
+    using wire_schema = detail::schema::scalar<detail::fp_kind::byte, 1>;
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, std::byte v) { w.write_raw(v); }
     static std::byte decode(byte_reader& r) { return r.read_raw<std::byte>(); }
@@ -314,6 +168,7 @@ struct codec<std::byte> {
 template <class Char, class Traits, class Alloc>
 struct codec<std::basic_string<Char, Traits, Alloc>> {
     using string = std::basic_string<Char, Traits, Alloc>;
+    using wire_schema = detail::schema::node<detail::fp_kind::text, detail::type_list<Char>>;
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, const string& s) {
         w.write_size(s.size());
@@ -336,6 +191,7 @@ concept bulk_element =
 
 template <class T, class Alloc>
 struct codec<std::vector<T, Alloc>> {
+    using wire_schema = detail::schema::node<detail::fp_kind::sequence, detail::type_list<T>>;
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, const std::vector<T, Alloc>& v) {
         w.write_size(v.size());
@@ -366,6 +222,7 @@ struct codec<std::vector<T, Alloc>> {
 
 template <class T, std::size_t N>
 struct codec<std::array<T, N>> {
+    using wire_schema = detail::schema::node<detail::fp_kind::array, detail::type_list<T>, N>;
     static constexpr std::size_t min_size = N * detail::min_encoded_size<T>();
     static void encode(byte_writer& w, const std::array<T, N>& a) {
         auto guard = w.nest();
@@ -383,6 +240,7 @@ struct codec<std::array<T, N>> {
 
 template <class T>
 struct codec<std::optional<T>> {
+    using wire_schema = detail::schema::node<detail::fp_kind::optional, detail::type_list<T>>;
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, const std::optional<T>& o) {
         w.write_raw(std::uint8_t(o ? 1 : 0));
@@ -402,6 +260,7 @@ template <class... T>
 struct codec<std::variant<T...>> {
     static_assert(sizeof...(T) < 128, "conflux::codec: variants of up to 127 alternatives");
     using variant = std::variant<T...>;
+    using wire_schema = detail::schema::node<detail::fp_kind::variant, detail::type_list<T...>>;
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, const variant& v) {
         if (v.valueless_by_exception()) throw ipc_error("conflux::codec: valueless variant");
@@ -427,6 +286,7 @@ private:
 
 template <>
 struct codec<std::monostate> {
+    using wire_schema = detail::schema::scalar<detail::fp_kind::unit, 0>;
     static void encode(byte_writer&, std::monostate) {}
     static std::monostate decode(byte_reader&) { return {}; }
 };
@@ -436,6 +296,10 @@ template <class Map>
 struct map_codec {
     using key = typename Map::key_type;
     using mapped = typename Map::mapped_type;
+    using wire_schema =
+        detail::schema::node<(requires(const Map& m) { m.key_comp(); }) ? fp_kind::ordered_map
+                                                                        : fp_kind::unordered_map,
+                             type_list<key, mapped>>;
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, const Map& m) {
         w.write_size(m.size());
@@ -478,6 +342,7 @@ struct codec<std::unordered_map<K, V, Hash, Eq, Alloc>>
 
 template <class A, class B>
 struct codec<std::pair<A, B>> {
+    using wire_schema = detail::schema::record<A, B>;
     static constexpr std::size_t min_size =
         detail::min_encoded_size<A>() + detail::min_encoded_size<B>();
     static void encode(byte_writer& w, const std::pair<A, B>& p) {
@@ -495,6 +360,7 @@ struct codec<std::pair<A, B>> {
 
 template <class... T>
 struct codec<std::tuple<T...>> {
+    using wire_schema = detail::schema::record<T...>;
     static constexpr std::size_t min_size = (std::size_t(0) + ... + detail::min_encoded_size<T>());
     static void encode(byte_writer& w, const std::tuple<T...>& t) {
         auto guard = w.nest();
@@ -509,6 +375,9 @@ struct codec<std::tuple<T...>> {
 template <class Rep, class Period>
 struct codec<std::chrono::duration<Rep, Period>> {
     using duration = std::chrono::duration<Rep, Period>;
+    using wire_schema =
+        detail::schema::node<detail::fp_kind::duration, detail::type_list<Rep>,
+                             std::uint64_t(Period::num), std::uint64_t(Period::den)>;
     static constexpr std::size_t min_size = detail::min_encoded_size<Rep>();
     static void encode(byte_writer& w, duration d) { encode_value<Rep>(w, d.count()); }
     static duration decode(byte_reader& r) { return duration(decode_value<Rep>(r)); }
@@ -517,6 +386,9 @@ struct codec<std::chrono::duration<Rep, Period>> {
 template <class Clock, class Duration>
 struct codec<std::chrono::time_point<Clock, Duration>> {
     using time_point = std::chrono::time_point<Clock, Duration>;
+    using wire_schema =
+        detail::schema::node<detail::fp_kind::time_point, detail::type_list<Duration>,
+                             detail::schema::clock_id<Clock>>;
     static constexpr std::size_t min_size = detail::min_encoded_size<Duration>();
     static void encode(byte_writer& w, time_point t) {
         encode_value<Duration>(w, t.time_since_epoch());
@@ -526,6 +398,7 @@ struct codec<std::chrono::time_point<Clock, Duration>> {
 
 template <>
 struct codec<file_descriptor> {
+    using wire_schema = detail::schema::scalar<detail::fp_kind::descriptor, 0>;
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, const file_descriptor& fd) {
         w.write_raw(std::uint8_t(fd ? 1 : 0));
@@ -540,6 +413,7 @@ struct codec<file_descriptor> {
 /// Plain aggregates: their public fields in declaration order, no macro needed.
 template <class T>
 requires(detail::plain_aggregate<T> && !std::is_array_v<T>) struct codec<T> {
+    using wire_schema = detail::schema::aggregate<T>;
     static constexpr std::size_t min_size =
         decltype(detail::apply_fields(std::declval<T&>(), [](auto&... f) {
             return std::integral_constant<

@@ -63,6 +63,13 @@ public:
         return m_channel.template receive<T>(std::move(token));
     }
 
+    /// The child's next message as whichever of `T...` it is (`std::variant<T...>`, by the
+    /// message's type fingerprint). See `ipc_channel::receive_one_of`.
+    template <class... T>
+    [[nodiscard]] auto receive_one_of(std::stop_token token = {}) {
+        return m_channel.template receive_one_of<T...>(std::move(token));
+    }
+
     /// Closes the channel (queued messages are still delivered); a conflux child whose
     /// channel closes while it waits in `parent().receive()` sees end-of-file.
     void disconnect() { m_channel.disconnect(); }

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
 namespace conflux {
 
@@ -189,8 +190,11 @@ public:
     ///
     /// Resumes on the channel's loop. Cancelled by `token` (default: the inherited stop
     /// token) with `operation_cancelled`; nothing is lost (a partly received message stays
-    /// buffered). Throws `ipc_error` on malformed input (the channel is then closed and later
-    /// calls return empty), `remote_error` when the peer reported an uncaught exception,
+    /// buffered). A message of another type (its fingerprint is not `fingerprint_of<T>()`)
+    /// throws `ipc_type_mismatch`, an `ipc_error` naming the type expected and the fingerprint
+    /// received: that message is consumed (descriptors in it closed), the channel stays open.
+    /// Throws `ipc_error` on malformed input (the channel is then closed and later calls
+    /// return empty), `remote_error` when the peer reported an uncaught exception,
     /// `std::logic_error` for two concurrent receives or off the channel's loop.
     ///
     /// Awaitable as it is, raced in `when_any` (a receive that lost takes no message), or
@@ -201,6 +205,21 @@ public:
             return receive_gated<T>(token, gate);
         };
         return detail::gated_operation<std::optional<T>, decltype(start)>(std::move(start));
+    }
+
+    /// The next message, whichever of `T...` it is: a `std::variant<T...>` holding the type
+    /// whose fingerprint the message carries (the peer sends a plain `A`, `B` or `C`, not a
+    /// variant), for a protocol of several message types without a hand-written tag. Types
+    /// with the same fingerprint (the same fields in the same order) do not compile together.
+    /// A message of none of them throws `ipc_type_mismatch` and the channel stays open;
+    /// otherwise as `receive` (binary mode only: `std::logic_error` on a json channel).
+    template <class... T>
+    [[nodiscard]] auto receive_one_of(std::stop_token token = {}) {
+        auto start = [this, token = std::move(token)](detail::race_gate gate) {
+            return receive_gated<std::variant<T...>, T...>(token, gate);
+        };
+        return detail::gated_operation<std::optional<std::variant<T...>>, decltype(start)>(
+            std::move(start));
     }
 
     /// Waits until everything queued has been written to the socket. Resumes on the
@@ -233,8 +252,9 @@ public:
     }
 
 private:
-    template <class T>
-    task<std::optional<T>> receive_gated(std::stop_token token, detail::race_gate gate) {
+    // `T...` given: `R` is std::variant<T...>, chosen by fingerprint.
+    template <class R, class... T>
+    task<std::optional<R>> receive_gated(std::stop_token token, detail::race_gate gate) {
         if (!token.stop_possible()) token = co_await get_stop_token();
         std::shared_ptr<detail::ipc_channel_state> s = state("receive");
         auto guard = s->begin_receive();
@@ -244,7 +264,11 @@ private:
             auto [type, what] = s->decode_error(*f);
             throw remote_error(std::move(type), std::move(what));
         }
-        co_return s->template decode_user<T>(*f);
+        if constexpr (sizeof...(T) == 0) {
+            co_return s->template decode_user<R>(*f);
+        } else {
+            co_return s->template decode_user_one_of<T...>(*f);
+        }
     }
 
     std::shared_ptr<detail::ipc_channel_state>& state(const char* what) {
@@ -266,6 +290,7 @@ private:
 /// the same memory), any other as its bytes. A detached buffer arrives detached.
 template <>
 struct codec<buffer> {
+    static constexpr std::string_view schema = "conflux::buffer";
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, const buffer& b) {
         if (b.detached()) {
@@ -317,6 +342,7 @@ struct codec<buffer> {
 /// A `shared_buffer` in a message travels as its memfd: both processes then share the bytes.
 template <>
 struct codec<shared_buffer> {
+    static constexpr std::string_view schema = "conflux::shared_buffer";
     static constexpr std::size_t min_size = 1;
     static void encode(byte_writer& w, const shared_buffer& b) {
         w.write_size(b.size());

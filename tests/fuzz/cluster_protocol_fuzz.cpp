@@ -56,7 +56,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         cluster_envelope m;
         try {
-            // As ipc_channel::receive decodes a frame: the whole body, nothing left over.
+            // As ipc_channel::receive decodes a frame once its type fingerprint matched:
+            // the rest of the body, nothing left over.
             conflux::byte_reader r(body, limits, fds);
             m = conflux::decode_value<cluster_envelope>(r);
             if (r.remaining() != 0) conflux::byte_reader::fail("trailing bytes");

@@ -11,6 +11,7 @@
 #include <conflux/detail/io_watch.hpp>
 #include <conflux/detail/ipc_frame.hpp>
 #include <conflux/detail/ipc_json.hpp>
+#include <conflux/detail/ipc_message.hpp>
 #include <conflux/detail/ipc_transport.hpp>
 #include <conflux/detail/loop_wait.hpp>
 #include <conflux/detail/operation_slot.hpp>
@@ -34,6 +35,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace conflux::detail {
@@ -94,7 +96,10 @@ public:
         const std::size_t start = m_out.size();
         std::vector<file_descriptor> fds;
         try {
-            m_out.resize(start + frame_header_size);
+            // The header, then the type's fingerprint: one resize for both.
+            m_out.resize(start + frame_header_size + fingerprint_size);
+            const std::uint64_t fingerprint = fingerprint_of<T>();
+            std::memcpy(m_out.data() + start + frame_header_size, &fingerprint, fingerprint_size);
             byte_writer w(m_out, &fds, m_limits.max_depth);
             encode_value(w, message);
             finish_frame(start, frame_type::user, fds);
@@ -215,14 +220,29 @@ public:
                                        "std::string (JSON text)");
             }
         } else {
-            try {
-                byte_reader r(f.body, m_limits, f.fds);
-                T v = decode_value<T>(r);
-                if (r.remaining() != 0) byte_reader::fail("trailing bytes after the message");
-                return v;
-            } catch (const ipc_error& e) {
-                fail(e.what());
-            }
+            return decode_binary([&] { return decode_message<T>(f.body, m_limits, f.fds); });
+        }
+    }
+
+    template <class... T>
+    std::variant<T...> decode_user_one_of(frame& f) {
+        if (m_json) {
+            throw std::logic_error("conflux::ipc_channel: a json channel receives std::string "
+                                   "(JSON text), not one of several types");
+        }
+        return decode_binary([&] { return decode_message_one_of<T...>(f.body, m_limits, f.fds); });
+    }
+
+    /// A message of another type is the receiver's to handle: the channel stays open (the
+    /// frame, and any descriptor in it, is dropped by the caller). Malformed input closes it.
+    template <class Decode>
+    auto decode_binary(Decode decode) {
+        try {
+            return decode();
+        } catch (const ipc_type_mismatch&) {
+            throw;
+        } catch (const ipc_error& e) {
+            fail(e.what());
         }
     }
 

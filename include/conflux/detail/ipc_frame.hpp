@@ -5,7 +5,8 @@
 // A frame is a 16-byte header followed by `length` bytes of body:
 //   u32 magic "CFLX" | u8 version | u8 type | u16 descriptor count | u32 length | u32 zero
 // in host byte order (both ends run on one machine). The type separates user messages from
-// the library's own control messages; a user can only ever produce `user` frames.
+// the library's own control messages; a user can only ever produce `user` frames. A user
+// frame's body is a typed message: its type's 8-byte fingerprint, then the encoding.
 //
 // Descriptors (SCM_RIGHTS) travel with the sendmsg that starts exactly at their frame's
 // header, and each such sendmsg carries the descriptors of that one frame only. On a Unix
@@ -28,7 +29,8 @@
 namespace conflux::detail {
 
 inline constexpr std::uint32_t frame_magic = 0x584c4643; // "CFLX" read little-endian
-inline constexpr std::uint8_t frame_version = 1;
+/// 2: a user frame's body starts with its type's fingerprint (detail/ipc_message.hpp).
+inline constexpr std::uint8_t frame_version = 2;
 inline constexpr std::size_t frame_header_size = 16;
 /// SCM_MAX_FD: the most descriptors one sendmsg can carry.
 inline constexpr std::size_t max_frame_fds = 253;
