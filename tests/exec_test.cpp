@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/scratch.hpp"
 #include "support/test_support.hpp"
 
 #include <atomic>
@@ -27,6 +28,9 @@ using namespace std::chrono_literals;
 using conflux::exec_options;
 using conflux::task;
 
+using conflux_test::no_leaks;
+using conflux_test::temp_dir;
+
 namespace {
 
 std::string child() { return (conflux_test::helper_dir() / "conflux_child").string(); }
@@ -36,29 +40,7 @@ auto run(F f) {
     return conflux::run(f());
 }
 
-struct temp_dir {
-    std::filesystem::path path;
-    temp_dir() {
-        char tmpl[] = "/tmp/conflux_process_test_XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-};
-
 bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
-
-// The leak probe: nothing opened, no child left unreaped.
-struct no_leaks {
-    std::vector<std::string> fds_before = conflux_test::open_fds();
-    ~no_leaks() {
-        CHECK(conflux_test::open_fds() == fds_before);
-        CHECK(conflux_test::zombie_children().empty());
-        CHECK(conflux_test::no_children_left());
-    }
-};
 
 // `sh -c "sleep 5 & echo $!"`: the shell exits at once, its background `sleep` keeps the
 // pipes open. Returns the sleeper's pid as the shell printed it.

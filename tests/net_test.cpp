@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/scratch.hpp"
 #include "support/test_support.hpp"
 
 #include <chrono>
@@ -31,6 +32,8 @@ using namespace std::chrono_literals;
 using conflux::task;
 using conflux::tcp_listener;
 using conflux::tcp_stream;
+
+using conflux_test::temp_dir;
 
 namespace {
 
@@ -82,18 +85,6 @@ double cpu_seconds() {
     return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
-
-struct temp_dir {
-    std::filesystem::path path;
-    temp_dir() {
-        char tmpl[] = "/tmp/conflux_net_test_XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-};
 
 } // namespace
 

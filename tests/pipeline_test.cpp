@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/scratch.hpp"
 #include "support/test_support.hpp"
 
 #include <chrono>
@@ -22,6 +23,8 @@ using conflux::command;
 using conflux::pipeline_options;
 using conflux::task;
 
+using conflux_test::no_leaks;
+
 namespace {
 
 std::string child() { return (conflux_test::helper_dir() / "conflux_child").string(); }
@@ -32,16 +35,6 @@ template <class F>
 auto run(F f) {
     return conflux::run(f());
 }
-
-// The leak probe: nothing opened, no child left unreaped.
-struct no_leaks {
-    std::vector<std::string> fds_before = conflux_test::open_fds();
-    ~no_leaks() {
-        CHECK(conflux_test::open_fds() == fds_before);
-        CHECK(conflux_test::zombie_children().empty());
-        CHECK(conflux_test::no_children_left());
-    }
-};
 
 using clock_type = std::chrono::steady_clock;
 
