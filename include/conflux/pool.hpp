@@ -312,6 +312,7 @@ private:
     slot* m_idle_head = nullptr;      // most recently idle first
     std::size_t m_idle_count = 0;
     std::size_t m_threads = 0; // alive or starting
+    std::size_t m_leaving = 0; // of those, ended by their idle timer and not exited yet
     bool m_closed = false;
     bool m_stopping = false;
     detail::parking* m_closer = nullptr;

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <utility>
 
 namespace conflux {
@@ -34,6 +35,7 @@ struct worker_pool::slot {
     slot* idle_prev = nullptr;
     slot* idle_next = nullptr;
     bool idle = false;
+    bool leaving = false; // its idle timer ended it: counted in m_leaving until it exits
     bool exited = false;
     bool launched = false; // the thread handle is in place (under the lock)
     detail::timer_entry idle_timer;
@@ -204,6 +206,7 @@ inline void worker_pool::unlink_idle(slot& s) noexcept {
 
 inline detail::parking* worker_pool::count_out(slot& s) noexcept {
     s.exited = true;
+    if (std::exchange(s.leaving, false)) --m_leaving;
     --m_threads;
     return m_threads == 0 ? std::exchange(m_closer, nullptr) : nullptr;
 }
@@ -268,7 +271,11 @@ inline void worker_pool::idle_expired(slot& s) noexcept {
     {
         std::lock_guard lock(m_mutex);
         // Not idle: a job was handed over and its wake-up is on the way.
-        if (!s.idle || m_threads <= m_options.minimum) return;
+        // Threads whose timers fire together must not all leave: those already on their way
+        // out no longer count towards the minimum.
+        if (!s.idle || m_threads - m_leaving <= m_options.minimum) return;
+        ++m_leaving;
+        s.leaving = true;
         unlink_idle(s);
         s.handoff = nullptr;
     }
@@ -342,14 +349,20 @@ inline void worker_pool::start(slot& s) {
 
 inline void worker_pool::join_exited(bool all) noexcept {
     std::list<slot> done;
-    {
-        std::lock_guard lock(m_mutex);
+    for (bool unlaunched = true; unlaunched;) {
+        std::unique_lock lock(m_mutex);
+        unlaunched = false;
         for (auto it = m_slots.begin(); it != m_slots.end();) {
             auto next = std::next(it);
             // Not before start() handed the thread over (a failed start counts as handed).
             if (it->launched && (all || it->exited)) done.splice(done.end(), m_slots, it);
+            // A thread grown just before close() may have counted out before the thread that
+            // started it stored its handle: joining all of them waits for that store.
+            if (all && !it->launched) unlaunched = true;
             it = next;
         }
+        lock.unlock();
+        if (unlaunched) std::this_thread::yield();
     }
     if (done.empty()) return;
     for (slot& s : done) s.thread.join();
