@@ -28,6 +28,9 @@ using namespace std::chrono_literals;
 using conflux::exec_options;
 using conflux::task;
 
+using conflux_test::alive;
+using conflux_test::background_sleeper;
+using conflux_test::gone_within;
 using conflux_test::no_leaks;
 using conflux_test::temp_dir;
 
@@ -40,28 +43,7 @@ auto run(F f) {
     return conflux::run(f());
 }
 
-bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
-
-// `sh -c "sleep 5 & echo $!"`: the shell exits at once, its background `sleep` keeps the
-// pipes open. Returns the sleeper's pid as the shell printed it.
-constexpr const char* background_sleeper = "sleep 5 & echo $!";
-
 pid_t first_pid(const std::string& out) { return static_cast<pid_t>(std::stol(out)); }
-
-// Waits (a bounded while) for `pid` to be gone; reparented grandchildren are reaped by init.
-bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (alive(pid) && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(5ms);
-    }
-    // A zombie still answers kill(0): look at its state too.
-    if (!alive(pid)) return true;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto close = line.rfind(')');
-    return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
-}
 
 using clock_type = std::chrono::steady_clock;
 

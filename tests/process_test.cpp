@@ -34,6 +34,9 @@ using conflux::spawn_options;
 using conflux::stdio_spec;
 using conflux::task;
 
+using conflux_test::alive;
+using conflux_test::background_sleeper;
+using conflux_test::gone_within;
 using conflux_test::no_leaks;
 using conflux_test::temp_dir;
 
@@ -61,8 +64,6 @@ template <class F>
 auto run(F f) {
     return conflux::run(f());
 }
-
-bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
 
 } // namespace
 
@@ -760,30 +761,7 @@ TEST_CASE("a shared_buffer handed to a spawned child as an extra fd: both count 
 
 // ---- Deadlines, wait_delay, tree kills after the leader's exit, loop destruction ----
 
-namespace {
-
-// `sh -c "sleep 5 & echo $!"`: the shell exits at once, its background `sleep` keeps the
-// pipes open. Returns the sleeper's pid as the shell printed it.
-constexpr const char* background_sleeper = "sleep 5 & echo $!";
-
-// Waits (a bounded while) for `pid` to be gone; reparented grandchildren are reaped by init.
-bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (alive(pid) && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(5ms);
-    }
-    // A zombie still answers kill(0): look at its state too.
-    if (!alive(pid)) return true;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto close = line.rfind(')');
-    return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
-}
-
 using clock_type = std::chrono::steady_clock;
-
-} // namespace
 
 TEST_CASE("kill_tree: kill(), the timeout and the drop reach the group after the leader exited") {
     conflux_test::watchdog dog(20s);

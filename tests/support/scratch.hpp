@@ -1,18 +1,23 @@
 #pragma once
 
-// What the process-level tests share: a scratch directory, and the leak probe that checks a
-// test left no descriptor open and no child behind.
+// What the process-level tests share: a scratch directory, the leak probe that checks a test
+// left no descriptor open and no child behind, and waits for a process to be gone.
 
 #include "support/test_support.hpp"
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 namespace conflux_test {
 
@@ -44,5 +49,27 @@ struct no_leaks {
         CHECK(no_children_left());
     }
 };
+
+/// Whether `pid` still exists (a zombie does).
+inline bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+/// `sh -c "sleep 5 & echo $!"`: the shell exits at once, its background `sleep` keeps the
+/// pipes open; the shell prints the sleeper's pid.
+inline constexpr const char* background_sleeper = "sleep 5 & echo $!";
+
+/// Waits (a bounded while) for `pid` to be gone, or a zombie; reparented grandchildren are
+/// reaped by init.
+inline bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (alive(pid) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (!alive(pid)) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
+}
 
 } // namespace conflux_test
