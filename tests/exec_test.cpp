@@ -10,6 +10,7 @@
 #include "support/scratch.hpp"
 #include "support/test_support.hpp"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -88,6 +89,47 @@ TEST_CASE("exec reads stdout and stderr concurrently: 10 MiB on both never deadl
     });
     CHECK(r.out.size() == n);
     CHECK(r.err.size() == n);
+}
+
+// The helper's `out` pattern, byte for byte.
+bool is_pattern(const std::string& s) {
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != static_cast<char>('a' + (i * 7 + i / 4096) % 26)) return false;
+    }
+    return true;
+}
+
+TEST_CASE("large captures are byte-exact across the string's growth, with and without a limit") {
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    run([]() -> task<> {
+        // Sizes at and around the points where the capture grows (1 MiB, then fourfold).
+        const std::size_t mib = 1024 * 1024;
+        const std::array<std::size_t, 6> sizes{mib - 1,         mib,     mib + 1, 4 * mib,
+                                               4 * mib + 65539, 24 * mib};
+        for (std::size_t n : sizes) {
+            exec_options unlimited{.max_buffer = 0};
+            auto r = co_await conflux::exec_file(child(), {"out", std::to_string(n)}, unlimited);
+            CHECK(r.out.size() == n);
+            CHECK(is_pattern(r.out));
+        }
+        // A limit above 1 MiB: N fits exactly, N+1 overflows with the first N bytes kept.
+        const std::size_t limit = 3 * mib + 5;
+        exec_options fits{.max_buffer = limit};
+        auto ok = co_await conflux::exec_file(child(), {"out", std::to_string(limit)}, fits);
+        CHECK(ok.out.size() == limit);
+        CHECK(is_pattern(ok.out));
+        exec_options over{.kill_signal = SIGKILL, .max_buffer = limit};
+        bool overflowed = false;
+        try {
+            co_await conflux::exec_file(child(), {"out", std::to_string(limit + 1)}, over);
+        } catch (const conflux::process_error& e) {
+            overflowed = e.buffer_overflow();
+            CHECK(e.result().out.size() == limit);
+            CHECK(is_pattern(e.result().out));
+        }
+        CHECK(overflowed);
+    });
 }
 
 TEST_CASE("all: stdout and stderr together in arrival order, beside the separate ones") {

@@ -191,6 +191,32 @@ TEST_CASE("read_into with a limit reports overflow and keeps the prefix") {
     }());
 }
 
+TEST_CASE("read_into appends after what the string held, through full and spare capacity") {
+    conflux_test::watchdog dog(10s);
+    conflux::run([]() -> task<> {
+        auto p = make_pipe();
+        std::string data(3 * 1024 * 1024 + 17, '\0');
+        for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 % 251);
+        auto writer = [&]() -> task<> {
+            co_await p.writer.write_all(data);
+            p.writer.close();
+        };
+        // Full (size == capacity) and with spare room: both end with the same bytes.
+        std::string out = "head";
+        out.shrink_to_fit();
+        auto reader = [&]() -> task<> { co_await p.reader.read_into(out, 0, nullptr); };
+        co_await conflux::when_all(writer(), reader());
+        CHECK(out.size() == 4 + data.size());
+        CHECK(out.compare(0, 4, "head") == 0);
+        CHECK(out.compare(4, std::string::npos, data) == 0);
+        // At end of stream on a full string: nothing read, nothing grown.
+        std::string again = "x";
+        again.shrink_to_fit();
+        co_await p.reader.read_into(again, 0, nullptr);
+        CHECK(again == "x");
+    }());
+}
+
 TEST_CASE("a reader that went away: EPIPE from the write, no SIGPIPE") {
     conflux_test::watchdog dog(5s);
     const bool dfl = std::signal(SIGPIPE, SIG_DFL) != SIG_ERR;

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -96,11 +97,16 @@ public:
         auto busy = enter(m_slot, "read");
         if (overflow != nullptr) *overflow = false;
         constexpr std::size_t chunk = 64 * 1024;
+        constexpr std::size_t grow_fast_from = std::size_t(1) << 20;
         if (m_pos < m_buffer.size()) {
             out.append(m_buffer, m_pos);
             m_buffer.clear();
             m_pos = 0;
         }
+        // A read at a full string's end goes to `spill` first: the string grows (by doubling,
+        // in append) only once bytes have arrived, so the end of the stream never costs a
+        // reallocation that copies everything read so far.
+        std::unique_ptr<char[]> spill;
         for (;;) {
             if (limit != 0 && out.size() > limit) {
                 out.resize(limit);
@@ -111,6 +117,22 @@ public:
             // Read one byte past the limit: that is how an overflow is told from an exact fit.
             std::size_t want = chunk;
             if (limit != 0) want = std::min(chunk, limit + 1 - old);
+            const std::size_t spare = out.capacity() - old;
+            if (spare < want && spare < 4096) {
+                if (!spill) spill = std::make_unique_for_overwrite<char[]>(chunk);
+                const std::size_t got = co_await read_raw(spill.get(), want, token);
+                if (got == 0) co_return;
+                if (old >= grow_fast_from) {
+                    // Past 1 MiB the string grows fourfold: pages not yet written cost address
+                    // space, not memory, and each growth copies (and faults in) all read so far.
+                    std::size_t next = old + std::min(old * 3, std::size_t(1) << 30);
+                    if (limit != 0) next = std::min(next, limit + 1);
+                    out.reserve(std::max(next, old + got));
+                }
+                out.append(spill.get(), got);
+                continue;
+            }
+            want = std::min(want, spare);
             out.resize(old + want);
             std::size_t got = 0;
             try {
