@@ -121,4 +121,23 @@ inline void row(std::string_view name, double figure, double baseline, std::stri
     std::fflush(stdout);
 }
 
+/// Prints a row against a peer library, named in the baseline and ratio cells ("Asio: 4.1 M
+/// op/s", "1.30× Asio"); without the peer's figure, `absent` fills those cells.
+inline void peer_row(std::string_view name, double figure, std::string_view peer,
+                     std::optional<double> theirs, std::string_view unit,
+                     bool higher_is_better = true, std::string_view absent = "–") {
+    const std::string u(unit);
+    std::string baseline(absent);
+    std::string ratio(absent);
+    if (theirs) {
+        baseline = std::string(peer) + ": " + format(*theirs) + u;
+        char text[64];
+        std::snprintf(text, sizeof text, "%.2f× ", advantage(figure, *theirs, higher_is_better));
+        ratio = text + std::string(peer);
+    }
+    std::printf("| %.*s | %s%s | %s | %s | – |\n", static_cast<int>(name.size()), name.data(),
+                format(figure).c_str(), u.c_str(), baseline.c_str(), ratio.c_str());
+    std::fflush(stdout);
+}
+
 } // namespace bench
