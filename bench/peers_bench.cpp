@@ -9,6 +9,7 @@
 
 #include <conflux/conflux.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -276,13 +277,22 @@ void boost_cat(const std::string& data) {
 
 #endif // CONFLUX_BENCH_HAVE_BOOST
 
-// Prints a row against the peer, or says the peer is not installed.
+// Prints a row against the peer, or says the peer is not installed. The two sides alternate,
+// three rounds, and each keeps its best: the drift of a shared machine lands on both alike.
 template <class Ours, class Theirs>
 void versus(std::string_view name, std::string_view peer, Ours&& ours, Theirs&& theirs,
             std::string_view unit, bool higher_is_better) {
-    const double figure = ours();
+    auto better = [&](double a, double b) {
+        return higher_is_better ? std::max(a, b) : std::min(a, b);
+    };
+    double figure = ours();
 #ifdef CONFLUX_BENCH_HAVE_BOOST
-    bench::peer_row(name, figure, peer, theirs(), unit, higher_is_better);
+    double peer_figure = theirs();
+    for (int round = 1; round < 3; ++round) {
+        figure = better(figure, ours());
+        peer_figure = better(peer_figure, theirs());
+    }
+    bench::peer_row(name, figure, peer, peer_figure, unit, higher_is_better);
 #else
     (void)theirs;
     bench::peer_row(name, figure, peer, std::nullopt, unit, higher_is_better,
@@ -402,7 +412,7 @@ int main() {
             },
             [&] {
 #ifdef CONFLUX_BENCH_HAVE_BOOST
-                return bench::seconds_per_op(boost_true_quiet, 20, 3);
+                return bench::seconds_per_op(boost_true_quiet, 10, 2);
 #else
                 return 0.0;
 #endif
