@@ -394,3 +394,20 @@ TEST_CASE("a process pool created off any loop binds to the loop it first runs o
     pool.reset(); // after its loop is gone: nothing left to end
     CHECK(conflux_test::zombie_children().empty());
 }
+
+TEST_CASE("an idle_timeout of zero or milliseconds::max() never ends a child") {
+    conflux_test::watchdog dog(10s);
+    conflux_test::no_leaks probe;
+    conflux::run([&]() -> conflux::task<> {
+        for (auto timeout : {std::chrono::milliseconds(0), std::chrono::milliseconds::max()}) {
+            conflux::process_pool pool({.minimum = 0, .maximum = 2, .idle_timeout = timeout},
+                                       child_args);
+            auto [a, b] = co_await conflux::when_all(pool.run(slow, 50), pool.run(slow, 50));
+            CHECK(a + b == 100);
+            co_await conflux::sleep_for(100ms);
+            CHECK(pool.stats().threads == 2);
+            CHECK(children_now() == 2);
+            co_await pool.close();
+        }
+    }());
+}

@@ -172,8 +172,11 @@ struct process_pool_state : std::enable_shared_from_this<process_pool_state> {
         s.in_idle = true;
         const bool waiter = queued > 0;
         idle.try_send(&s);
+        // A timeout beyond a century (milliseconds::max()) is "never": now() + it would
+        // overflow the clock.
+        constexpr auto never = std::chrono::hours(24 * 365 * 100);
         if (!waiter && loop != nullptr && !closed && live > options.minimum &&
-            options.idle_timeout.count() > 0) {
+            options.idle_timeout.count() > 0 && options.idle_timeout < never) {
             s.idle_timer.deadline = std::chrono::steady_clock::now() + options.idle_timeout;
             loop_access::add_timer(*loop, &s.idle_timer);
         }
