@@ -143,7 +143,8 @@ struct pipeline_options {
     std::size_t max_buffer = 1024 * 1024;
     /// The last stage's stdout and stderr write one pipe (execa's `all`, a shell's `2>&1`):
     /// `pipeline_process::all()`, captured by `pipeline` into `pipeline_result::all` in the
-    /// order the stage's writes reached the pipe (`out` and that stage's `err` stay empty).
+    /// order the stage's writes reached the pipe (`out` and that stage's `err` stay empty, so
+    /// a `pipeline_error` naming the last stage quotes no stderr line: it is in `all`).
     /// Needs `stdout_spec` and `stderr_spec` to be `pipe`. The other stages' stderr is
     /// unchanged.
     bool all = false;
