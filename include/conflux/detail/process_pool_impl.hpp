@@ -167,16 +167,18 @@ struct process_pool_state : std::enable_shared_from_this<process_pool_state> {
     }
 
     /// `s` waits for a task: handed to a queued one, or kept idle with its timer armed while
-    /// the pool is above its minimum.
+    /// the pool is above its minimum. Armed even when a task waits: `queued` still counts
+    /// one that was handed a child and has not resumed yet, so a second child made idle
+    /// meanwhile would otherwise stay above the minimum for good; `claim` disarms it.
     void make_idle(slot& s) {
         s.in_idle = true;
-        const bool waiter = queued > 0;
         idle.try_send(&s);
         // A timeout beyond a century (milliseconds::max()) is "never": now() + it would
         // overflow the clock.
         constexpr auto never = std::chrono::hours(24 * 365 * 100);
-        if (!waiter && loop != nullptr && !closed && live > options.minimum &&
+        if (loop != nullptr && !closed && live > options.minimum &&
             options.idle_timeout.count() > 0 && options.idle_timeout < never) {
+            disarm(s);
             s.idle_timer.deadline = std::chrono::steady_clock::now() + options.idle_timeout;
             loop_access::add_timer(*loop, &s.idle_timer);
         }
