@@ -264,3 +264,127 @@ TEST_CASE("a buffered write to a first stage that died: EPIPE, no SIGPIPE") {
         CHECK(st[1].success());
     });
 }
+
+TEST_CASE("all: the last stage's stdout and stderr together, in the order written") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        pipeline_options o;
+        o.all = true;
+        o.input = "a\n";
+        // The first stage's stderr stays its own; the last stage's joins its stdout.
+        auto spec = command("sh", {"-c", "cat; echo first >&2"}) |
+                    command("sh", {"-c", "cat; echo b >&2; echo c"});
+        for (int i = 0; i < 10; ++i) {
+            auto r = co_await conflux::pipeline(spec, o);
+            CHECK(r.all == "a\nb\nc\n");
+            CHECK(r.out.empty());
+            REQUIRE(r.stages.size() == 2);
+            CHECK(r.stages[0].err == "first\n");
+            CHECK(r.stages[1].err.empty());
+        }
+        // Streamed: spawn_pipeline's all().
+        pipeline_options streamed;
+        streamed.all = true;
+        auto p = conflux::spawn_pipeline(
+            helper({"lines", "2"}) | command("sh", {"-c", "cat; echo b >&2; echo c"}), streamed);
+        p.in().close();
+        std::string all = co_await p.all().read_all();
+        CHECK(all == "line 0\nline 1\nb\nc\n");
+        auto statuses = co_await p.wait();
+        CHECK(statuses.size() == 2);
+        // Without it, nothing is copied into all.
+        pipeline_options plain;
+        plain.input = "a\n";
+        auto r = co_await conflux::pipeline(spec, plain);
+        CHECK(r.all.empty());
+        CHECK(r.out == "a\nc\n");
+        CHECK(r.stages[1].err == "b\n");
+    });
+}
+
+TEST_CASE("all: max_buffer bounds what all keeps, from either descriptor") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        for (const char* which : {"out", "err", "both"}) {
+            pipeline_options o;
+            o.all = true;
+            o.max_buffer = 1000;
+            auto spec = helper({"cat"}) | helper({which, "100000"});
+            bool overflowed = false;
+            try {
+                auto r = co_await conflux::pipeline(spec, o);
+            } catch (const conflux::pipeline_error& e) {
+                overflowed = e.buffer_overflow();
+                CHECK(e.result().all.size() == 1000);
+                CHECK(e.result().out.empty());
+            }
+            CHECK(overflowed);
+        }
+        // Exactly max_buffer fits.
+        pipeline_options fits;
+        fits.all = true;
+        fits.max_buffer = 100000;
+        auto spec = helper({"cat"}) | helper({"both", "50000"});
+        auto r = co_await conflux::pipeline(spec, fits);
+        CHECK(r.all.size() == 100000);
+    });
+}
+
+TEST_CASE("all: a missing stage, a failing stage and refused specs") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        pipeline_options o;
+        o.all = true;
+        // The last stage is missing: named, the others killed and reaped, nothing leaks.
+        bool missing = false;
+        try {
+            auto r = co_await conflux::pipeline(
+                helper({"sleep", "10000"}) | command("conflux-no-such-program"), o);
+        } catch (const std::system_error& e) {
+            missing = std::string(e.what()).find("stage 2 of 2") != std::string::npos;
+        }
+        CHECK(missing);
+        co_await conflux::sleep_for(50ms); // the killed first stage is reaped in the background
+        // The last stage fails: pipefail names it, and all keeps what it wrote, in order.
+        auto last_fails =
+            command("true") | command("sh", {"-c", "echo partial; echo oops >&2; exit 3"});
+        std::optional<std::size_t> stage;
+        std::string all;
+        try {
+            auto r = co_await conflux::pipeline(last_fails, o);
+        } catch (const conflux::pipeline_error& e) {
+            stage = e.stage();
+            all = e.result().all;
+            CHECK(std::string(e.what()).find("stage 2 of 2 (\"sh\") exited with code 3") !=
+                  std::string::npos);
+        }
+        CHECK(stage == std::optional<std::size_t>(1));
+        CHECK(all == "partial\noops\n");
+        // An earlier stage fails: its own stderr in the message, the last stage's in all.
+        auto first_fails = command("sh", {"-c", "echo e1 >&2; exit 4"}) |
+                           command("sh", {"-c", "echo x; echo y >&2"});
+        std::string what;
+        try {
+            auto r = co_await conflux::pipeline(first_fails, o);
+        } catch (const conflux::pipeline_error& e) {
+            what = e.what();
+            all = e.result().all;
+        }
+        CHECK(what.find("stage 1 of 2 (\"sh\") exited with code 4: e1") != std::string::npos);
+        CHECK(all == "x\ny\n");
+        // `all` needs both of the last stage's outputs as pipes.
+        pipeline_options ignore_out;
+        ignore_out.all = true;
+        ignore_out.stdout_spec = conflux::stdio_spec::ignore();
+        CHECK_THROWS_AS(conflux::spawn_pipeline(helper({"cat"}) | helper({"cat"}), ignore_out),
+                        std::invalid_argument);
+        pipeline_options inherit_err;
+        inherit_err.all = true;
+        inherit_err.stderr_spec = conflux::stdio_spec::inherit();
+        CHECK_THROWS_AS(conflux::spawn_pipeline(helper({"cat"}) | helper({"cat"}), inherit_err),
+                        std::invalid_argument);
+    });
+}

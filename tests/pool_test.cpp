@@ -124,6 +124,26 @@ TEST_CASE("a buffer moved into a task and returned is not copied") {
     }());
 }
 
+TEST_CASE("an idle_timeout of milliseconds::max() never ends a thread") {
+    conflux::worker_pool pool(
+        {.minimum = 1, .maximum = 2, .idle_timeout = std::chrono::milliseconds::max()});
+    std::atomic<bool> release{false};
+    std::atomic<int> busy{0};
+    conflux::run([&]() -> conflux::task<> {
+        auto hold = [&] {
+            ++busy;
+            wait_for(release);
+        };
+        auto releaser = [&]() -> conflux::task<void> {
+            while (busy.load() < 2) co_await conflux::sleep_for(1ms);
+            release = true;
+        };
+        co_await conflux::when_all(pool.run(hold), pool.run(hold), releaser());
+    }());
+    std::this_thread::sleep_for(100ms);
+    CHECK(pool.stats().threads == 2);
+}
+
 TEST_CASE("the pool grows to maximum under load and shrinks after the idle timeout") {
     const auto threads_before = conflux_test::thread_baseline();
     conflux::worker_pool pool({.minimum = 1, .maximum = 3, .idle_timeout = 50ms});

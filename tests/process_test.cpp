@@ -971,3 +971,59 @@ TEST_CASE("cleanup = false: the child outlives its parent") {
     CHECK(!ended_within(pid, 0ms));
     ::kill(pid, SIGKILL);
 }
+
+TEST_CASE("spawn_options::all: stdout and stderr share one pipe, read in the order written") {
+    conflux_test::watchdog dog(10s);
+    no_leaks probe;
+    run([]() -> task<> {
+        spawn_options o{.all = true};
+        // The order the shell's writes reached the pipe, every time (two pipes read side by
+        // side could give "a c b").
+        for (int i = 0; i < 20; ++i) {
+            auto c = conflux::spawn("sh", {"-c", "echo a; echo b >&2; echo c"}, named(o));
+            CHECK(&c.all() == &c.out());
+            CHECK_THROWS_AS(c.err(), std::logic_error);
+            c.in().close();
+            std::string all = co_await c.all().read_all();
+            CHECK(all == "a\nb\nc\n");
+            auto st = co_await c.wait();
+            CHECK(st.success());
+        }
+        // 4 KiB writes to each descriptor, alternating: every byte arrives, once.
+        auto big = conflux::spawn(child(), {"both", "1048576"}, named(o));
+        big.in().close();
+        std::string both = co_await big.all().read_all();
+        CHECK(both.size() == 2 * 1048576);
+        CHECK((co_await big.wait()).success());
+        // A reading limit applies to everything the pipe carries.
+        auto capped = conflux::spawn(child(), {"both", "100000"}, named(o));
+        capped.in().close();
+        std::string kept;
+        bool over = false;
+        co_await capped.all().read_into(kept, 1000, &over);
+        CHECK(over);
+        CHECK(kept.size() == 1000);
+        capped.kill(SIGKILL);
+        co_await capped.wait();
+    });
+}
+
+TEST_CASE("spawn_options::all: refused with other stdout or stderr specs; all() needs it") {
+    no_leaks probe;
+    run([]() -> task<> {
+        spawn_options ignore_out{.stdio = {stdio_spec::pipe(), stdio_spec::ignore()}, .all = true};
+        CHECK_THROWS_AS(conflux::spawn(child(), {"exit", "0"}, named(ignore_out)),
+                        std::invalid_argument);
+        spawn_options same{
+            .stdio = {stdio_spec::pipe(), stdio_spec::pipe(), stdio_spec::same_as(1)}, .all = true};
+        CHECK_THROWS_AS(conflux::spawn(child(), {"exit", "0"}, named(same)), std::invalid_argument);
+        spawn_options missing{.all = true};
+        CHECK_THROWS_AS(conflux::spawn("conflux-no-such-program", {}, named(missing)),
+                        std::system_error);
+        // Without it: two pipes, and no all().
+        auto c = conflux::spawn(child(), {"exit", "0"});
+        CHECK_THROWS_AS(c.all(), std::logic_error);
+        co_await c.wait();
+        co_return;
+    });
+}

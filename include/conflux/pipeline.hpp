@@ -137,10 +137,17 @@ struct pipeline_options {
 
     /// `pipeline` only: written to the first stage's stdin, which is then closed.
     std::string input{};
-    /// `pipeline` only: most bytes kept of the last stage's stdout and of each stage's
-    /// stderr; 0 = unlimited. Beyond it every stage is killed and `pipeline_error` reports
-    /// the overflow.
+    /// `pipeline` only: most bytes kept of the last stage's stdout (or of `all`) and of each
+    /// stage's stderr; 0 = unlimited. Beyond it every stage is killed and `pipeline_error`
+    /// reports the overflow.
     std::size_t max_buffer = 1024 * 1024;
+    /// The last stage's stdout and stderr write one pipe (execa's `all`, a shell's `2>&1`):
+    /// `pipeline_process::all()`, captured by `pipeline` into `pipeline_result::all` in the
+    /// order the stage's writes reached the pipe (`out` and that stage's `err` stay empty, so
+    /// a `pipeline_error` naming the last stage quotes no stderr line: it is in `all`).
+    /// Needs `stdout_spec` and `stderr_spec` to be `pipe`. The other stages' stderr is
+    /// unchanged.
+    bool all = false;
 };
 
 /// How one stage ended, and for `pipeline` what it wrote to stderr.
@@ -154,6 +161,9 @@ struct stage_result {
 struct pipeline_result {
     std::string out;
     std::vector<stage_result> stages;
+    /// With `pipeline_options::all`: the last stage's stdout and stderr together, in arrival
+    /// order.
+    std::string all{};
 };
 
 /// The stage that makes the pipeline fail under the rule of `pipeline_options::pipefail`,
@@ -228,6 +238,8 @@ public:
     readable_stream& out() { return stage(size() - 1).out(); }
     /// Stage `i`'s stderr (when `stderr_spec` is `pipe`).
     readable_stream& err(std::size_t i) { return stage(i).err(); }
+    /// With `pipeline_options::all`: the last stage's stdout and stderr, one pipe.
+    readable_stream& all() { return stage(size() - 1).all(); }
 
     /// Sends `signal` to every stage still running; true if any was signalled.
     bool kill(int signal = SIGTERM) {
@@ -328,77 +340,11 @@ private:
 /// while (auto line = co_await p.out().read_line()) use(*line);
 /// std::vector<conflux::exit_status> st = co_await p.wait(); // throws if a stage failed
 /// ```
-inline pipeline_process spawn_pipeline(pipeline_spec spec, const pipeline_options& o = {}) {
-    event_loop& loop = detail::require_loop("conflux::spawn_pipeline");
-    if (spec.size() == 0) throw std::invalid_argument("conflux::spawn_pipeline: no stages");
-    detail::check_pipeline_spec(o.stdin_spec, "stdin_spec");
-    detail::check_pipeline_spec(o.stdout_spec, "stdout_spec");
-    detail::check_pipeline_spec(o.stderr_spec, "stderr_spec");
-    const std::size_t n = spec.size();
-    std::vector<child_process> children;
-    std::vector<std::shared_ptr<detail::child_state>> states;
-    children.reserve(n);
-    states.reserve(n);
-    detail::unique_fd upstream; // the read end stage i takes as stdin
-    for (std::size_t i = 0; i < n; ++i) {
-        const command& c = spec.stages()[i];
-        detail::unique_fd next_read;
-        detail::unique_fd write_end;
-        spawn_options so{.cwd = o.cwd,
-                         .env = o.env,
-                         .env_set = o.env_set,
-                         .env_unset = o.env_unset,
-                         .kill_signal = o.kill_signal,
-                         .kill_grace = o.kill_grace,
-                         .kill_tree = o.kill_tree,
-                         .cleanup = o.cleanup,
-                         .kill_on_drop = o.kill_on_drop};
-        try {
-            stdio_spec in = i == 0 ? o.stdin_spec : stdio_spec::from_fd(upstream.get());
-            stdio_spec out = o.stdout_spec;
-            if (i + 1 < n) {
-                auto [r, w] = detail::open_pipe();
-                if (!r) throw std::system_error(errno, std::system_category(), "pipe");
-                next_read = std::move(r);
-                write_end = std::move(w);
-                out = stdio_spec::from_fd(write_end.get());
-            }
-            so.stdio = {std::move(in), std::move(out), o.stderr_spec};
-            detail::launched l =
-                detail::launch(detail::make_launch_request(c.program(), std::span(c.args()), so));
-            auto state = std::make_shared<detail::child_state>(loop, std::move(l), c.program());
-            children.emplace_back(state, o.kill_on_drop);
-            states.push_back(state);
-        } catch (const std::system_error& e) {
-            for (auto& started : children) started.kill(SIGKILL);
-            // The original message, without the error text system_error appends again.
-            std::string what = e.what();
-            const std::string tail = ": " + e.code().message();
-            if (what.size() >= tail.size() &&
-                what.compare(what.size() - tail.size(), tail.size(), tail) == 0) {
-                what.resize(what.size() - tail.size());
-            }
-            throw std::system_error(e.code(),
-                                    "pipeline " + detail::stage_label(spec, i) + ": " + what);
-        } catch (...) {
-            for (auto& started : children) started.kill(SIGKILL);
-            throw;
-        }
-        upstream = std::move(next_read); // the parent's copies close: only children hold them
-    }
-    // Armed once every stage runs, so that the pipeline is bounded as a whole.
-    for (auto& s : states) {
-        s->configure({.timeout = o.timeout,
-                      .kill_signal = o.kill_signal,
-                      .kill_grace = o.kill_grace,
-                      .tree = o.kill_tree,
-                      .stop_token = o.stop_token});
-    }
-    return pipeline_process(std::move(spec), std::move(children), std::move(states), o);
-}
+inline pipeline_process spawn_pipeline(pipeline_spec spec, const pipeline_options& o = {});
 
 namespace detail {
-// Defined in detail/pipeline_run.hpp, included at the end of this header.
+// Defined in detail/pipeline_run.hpp, included at the end of this header, with
+// `spawn_pipeline`.
 inline task<pipeline_result> run_pipeline(pipeline_spec spec, pipeline_options o);
 } // namespace detail
 
@@ -439,5 +385,6 @@ task<pipeline_result> pipeline(pipeline_spec, pipeline_options&&) {
 
 } // namespace conflux
 
-// The body of `pipeline(...)`: feeding, capturing and reaping every stage.
+// The bodies of `spawn_pipeline` and `pipeline(...)`: starting, feeding, capturing and
+// reaping every stage.
 #include <conflux/detail/pipeline_run.hpp>

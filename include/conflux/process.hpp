@@ -25,6 +25,7 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace conflux {
 
@@ -56,12 +57,14 @@ class child_process {
 public:
     child_process() noexcept = default;
     child_process(child_process&& other) noexcept
-        : m_state(std::move(other.m_state)), m_kill_on_drop(other.m_kill_on_drop) {}
+        : m_state(std::move(other.m_state)), m_kill_on_drop(other.m_kill_on_drop),
+          m_all(other.m_all) {}
     child_process& operator=(child_process&& other) noexcept {
         if (this != &other) {
             release();
             m_state = std::move(other.m_state);
             m_kill_on_drop = other.m_kill_on_drop;
+            m_all = other.m_all;
         }
         return *this;
     }
@@ -81,6 +84,15 @@ public:
     readable_stream& out() { return readable(1); }
     /// The child's stderr; `std::logic_error` unless fd 2 is a pipe.
     readable_stream& err() { return readable(2); }
+    /// With `spawn_options::all`: the one pipe the child's stdout and stderr both write
+    /// (execa's `subprocess.all`), in the order the child's writes reached it. The same
+    /// stream as `out()`. `std::logic_error` without `all`.
+    readable_stream& all() {
+        if (!m_all) {
+            throw std::logic_error("conflux::child_process: all() needs spawn_options::all");
+        }
+        return readable(1);
+    }
 
     /// The pipe the child writes at descriptor `fd`.
     readable_stream& readable(int fd) {
@@ -142,9 +154,11 @@ public:
     /// True if the child was killed because of `.timeout`.
     bool timed_out() const { return state().kill_reason() == detail::child_state::reason::timeout; }
 
-    /// Low-level: wraps a started child (used by `spawn` and `exec_file`).
-    child_process(std::shared_ptr<detail::child_state> s, bool kill_on_drop) noexcept
-        : m_state(std::move(s)), m_kill_on_drop(kill_on_drop) {}
+    /// Low-level: wraps a started child (used by `spawn` and `exec_file`); `all`: its stdout
+    /// and stderr share the pipe at fd 1.
+    child_process(std::shared_ptr<detail::child_state> s, bool kill_on_drop,
+                  bool all = false) noexcept
+        : m_state(std::move(s)), m_kill_on_drop(kill_on_drop), m_all(all) {}
 
 private:
     detail::child_state& state() const {
@@ -196,6 +210,7 @@ private:
 
     std::shared_ptr<detail::child_state> m_state;
     bool m_kill_on_drop = true;
+    bool m_all = false;
 };
 
 /// Starts `program` with `args` (never through a shell: every argument arrives verbatim)
@@ -218,10 +233,16 @@ private:
 inline child_process spawn(std::string_view program, const arguments& args = {},
                            const spawn_options& options = {}) {
     event_loop& loop = detail::require_loop("conflux::spawn");
-    detail::launched l =
-        detail::launch(detail::make_launch_request(program, std::span(args.list()), options));
+    detail::launch_request request =
+        detail::make_launch_request(program, std::span(args.list()), options);
+    std::vector<stdio_spec> shared;
+    if (options.all) {
+        shared = detail::shared_output_stdio(options.stdio, "conflux::spawn");
+        request.stdio = &shared;
+    }
+    detail::launched l = detail::launch(request);
     auto state = std::make_shared<detail::child_state>(loop, std::move(l), std::string(program));
-    child_process child(state, options.kill_on_drop);
+    child_process child(state, options.kill_on_drop, options.all);
     state->configure({.timeout = options.timeout,
                       .kill_signal = options.kill_signal,
                       .kill_grace = options.kill_grace,

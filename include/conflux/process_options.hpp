@@ -152,6 +152,12 @@ struct spawn_options {
     /// group with `kill_tree`) and reap in the background; false = let it run and reap it
     /// in the background when it exits (as `detach()`).
     bool kill_on_drop = true;
+    /// The child's stdout and stderr write one pipe, read as `child_process::all()` (execa's
+    /// `all`, a shell's `2>&1`): its output in the order its writes reached the pipe, each
+    /// write of at most PIPE_BUF bytes (4096 on Linux) in one piece. stdout and stderr can
+    /// then no longer be told apart (`err()` is not a pipe). `.stdio` entries 1 and 2 must be
+    /// absent or `pipe` (`std::invalid_argument` otherwise).
+    bool all = false;
 };
 
 /// Options of `conflux::exec` and `conflux::exec_file`: the fields of `spawn_options`

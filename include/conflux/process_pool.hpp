@@ -12,6 +12,7 @@
 #include <conflux/task.hpp>
 #include <conflux/detail/pool_histogram.hpp>
 #include <conflux/detail/process_pool_child.hpp>
+#include <conflux/detail/process_pool_impl.hpp>
 #include <conflux/detail/process_self.hpp>
 #include <conflux/detail/result.hpp>
 
@@ -117,9 +118,12 @@ private:
 /// over the child's typed IPC channel (`codec<T>`; a shareable `buffer`, a `shared_buffer` or
 /// a `file_descriptor` as a descriptor, not as bytes).
 ///
-/// - `maximum` bounds the children, `max_queue` the tasks waiting for one (`run` waits for
-///   room, `try_run` throws `pool_error`). Children are started on first use and live until
-///   `close()` or destruction (`idle_timeout` does not apply to them yet).
+/// - Children as `worker_pool` has threads: `minimum` are started when the pool is created
+///   on an event loop's thread (or, created elsewhere, when it first runs a task), more up to
+///   `maximum` while tasks wait for one, and a child above the minimum that stays idle for
+///   `idle_timeout` is disconnected and reaped (never below `minimum`, however many idle
+///   timeouts end together). `max_queue` bounds the tasks waiting for a child (`run` waits
+///   for room, `try_run` throws `pool_error`).
 /// - A child that dies while running a task (a signal, `exit`) fails that task with
 ///   `pool_error` naming the process, how it ended and the function; the pool reaps it,
 ///   starts a replacement and carries on.
@@ -130,8 +134,9 @@ private:
 ///   it. Destroying the pool fails queued tasks with `pool_error`, kills the children running
 ///   tasks (those `run`s fail with `pool_error`) and lets the loop reap every child.
 ///
-/// A process pool belongs to the event loop it first runs on: `run`, `close`, `stats` and the
-/// destructor are called on that loop's thread. `child_args` are the children's command-line
+/// A process pool belongs to the event loop of the thread that creates it (or, created on no
+/// loop's thread, to the loop it first runs on): `run`, `close`, `stats` and the destructor
+/// are called on that loop's thread. `child_args` are the children's command-line
 /// arguments (their `main` runs up to `conflux::run`, which then serves the pool).
 ///
 /// ```
@@ -152,12 +157,13 @@ public:
         detail::register_process_pool_entry();
         m_state->options = std::move(options);
         m_state->child_args = std::move(child_args);
+        if (event_loop::current() != nullptr) m_state->bind_loop("conflux::process_pool");
     }
 
     process_pool(const process_pool&) = delete;
     process_pool& operator=(const process_pool&) = delete;
 
-    ~process_pool() { shut_down(); }
+    ~process_pool() { m_state->shut_down(); }
 
     /// Awaitable: runs `fn(args...)` in a child process and gives its result; rethrows its
     /// exception as `remote_error`. Waits for room when the queue is full. Resumes on the
@@ -180,18 +186,19 @@ public:
                                                std::decay_t<P>(std::forward<Args>(args))...);
     }
 
-    /// Refuses new tasks, waits for the accepted ones, then disconnects every child and waits
-    /// for it to exit. Idempotent.
-    [[nodiscard]] task<void> close() { return close_impl(m_state); }
+    /// Refuses new tasks, waits for the accepted ones (and for children being started or
+    /// ending), then disconnects every child and waits for it to exit. Idempotent.
+    [[nodiscard]] task<void> close() { return state::close(m_state); }
 
     bool closed() const noexcept { return m_state->closed; }
 
-    /// As `worker_pool::stats`; `threads` counts child processes. On the pool's loop.
+    /// As `worker_pool::stats`; `threads` counts child processes, those being started and
+    /// those ended by their idle timeout but not reaped yet included. On the pool's loop.
     worker_pool_stats stats() const {
         const state& st = *m_state;
         worker_pool_stats out;
-        out.threads = st.live;
-        out.idle = st.live - st.busy;
+        out.threads = st.live + st.leaving;
+        out.idle = st.live > st.busy + st.starting ? st.live - st.busy - st.starting : 0;
         out.queued = st.queued;
         out.waiting_for_room = st.room_waiting;
         out.running = st.busy;
@@ -206,117 +213,9 @@ public:
     const worker_pool_options& options() const noexcept { return m_state->options; }
 
 private:
-    struct slot {
-        std::optional<forked_child> child;
-        bool busy = false;
-    };
-
-    // Shared with every `run` under way, which may outlive the pool object.
-    struct state {
-        worker_pool_options options;
-        arguments child_args;
-        event_loop* loop = nullptr;
-        std::list<slot> slots;
-        channel<slot*> idle{channel<slot*>::unbounded};
-        channel<int> room{channel<int>::unbounded};
-        channel<int> drained{channel<int>::unbounded};
-        std::size_t live = 0; // children alive or starting
-        std::size_t busy = 0;
-        std::size_t queued = 0;
-        std::size_t room_waiting = 0;
-        std::uint64_t completed = 0;
-        bool closed = false;
-        bool destroyed = false;
-        detail::pool_recorder wait_time; // one writer: the loop's thread
-        detail::pool_recorder run_time;
-
-        std::string prefix() const { return "conflux::process_pool \"" + options.name + "\": "; }
-    };
+    using state = detail::process_pool_state;
+    using slot = detail::process_pool_slot;
     using state_ptr = std::shared_ptr<state>;
-
-    static void bind_loop(state& st) {
-        event_loop& loop = detail::require_loop("conflux::process_pool::run");
-        if (!st.loop) st.loop = &loop;
-        if (st.loop != &loop) {
-            throw std::logic_error(st.prefix() + "used from another event loop than its own");
-        }
-    }
-
-    // The channels are closed once the pool is destroyed: nothing is sent then.
-    static void signal_room(state& st) {
-        if (st.room_waiting > 0 && !st.destroyed) {
-            --st.room_waiting;
-            st.room.try_send(0);
-        }
-    }
-
-    static task<void> start_child(state_ptr st, slot* s) {
-        s->child.emplace(co_await fork(detail::process_pool_entry, st->child_args));
-    }
-
-    // A child for one task: an idle one, a new one while below maximum, or the first to
-    // become idle.
-    static task<slot*> acquire(state_ptr st, bool wait, std::stop_token token) {
-        for (;;) {
-            if (auto s = st->idle.try_receive()) co_return *s;
-            if (st->live < st->options.maximum) {
-                ++st->live;
-                slot* s = &st->slots.emplace_back();
-                try {
-                    co_await start_child(st, s);
-                } catch (...) {
-                    --st->live;
-                    s->child.reset();
-                    throw;
-                }
-                co_return s;
-            }
-            if (st->queued >= st->options.max_queue) {
-                if (!wait) {
-                    throw pool_error(st->prefix() + "the queue is full (max_queue " +
-                                     std::to_string(st->options.max_queue) + ")");
-                }
-                ++st->room_waiting;
-                std::optional<int> room;
-                try {
-                    room = co_await st->room.receive(token);
-                } catch (...) {
-                    --st->room_waiting;
-                    throw;
-                }
-                if (!room) throw pool_error(st->prefix() + "destroyed with the task still queued");
-                continue;
-            }
-            ++st->queued;
-            std::optional<slot*> s;
-            try {
-                s = co_await st->idle.receive(token);
-            } catch (...) {
-                --st->queued;
-                signal_room(*st);
-                throw;
-            }
-            --st->queued;
-            signal_room(*st);
-            if (!s || st->destroyed) {
-                throw pool_error(st->prefix() + "destroyed with the task still queued");
-            }
-            co_return *s;
-        }
-    }
-
-    // Back to the idle children; wakes close() once the pool has drained.
-    static void release(state& st, slot* s) {
-        s->busy = false;
-        --st.busy;
-        if (st.destroyed) {
-            s->child.reset();
-            --st.live;
-            return;
-        }
-        st.idle.try_send(s);
-        if (st.closed) st.drained.try_send(0);
-    }
 
     template <class R, class... P>
     static task<R> run_impl(state_ptr st, bool wait, std::string name, P... args) {
@@ -325,9 +224,9 @@ private:
         if (st->closed) {
             throw pool_error(st->prefix() + (st->destroyed ? "destroyed" : "run() after close()"));
         }
-        bind_loop(*st);
+        st->bind_loop("conflux::process_pool::run");
         const auto queued_at = std::chrono::steady_clock::now();
-        slot* s = co_await acquire(st, wait, token);
+        slot* s = co_await state::acquire(st, wait, token);
         s->busy = true;
         ++st->busy;
         const auto begin = std::chrono::steady_clock::now();
@@ -352,9 +251,8 @@ private:
             // Dead, or to be killed: reap it, then replace it unless the pool is going away.
             // With a token of its own: the caller's may be the one that stopped the task.
             const auto pid = s->child->pid();
-            task<exit_status> reaping = detail::with_stop_token(reap_and_replace(st, s), {});
+            task<exit_status> reaping = detail::with_stop_token(state::reap_and_replace(st, s), {});
             exit_status status = co_await std::move(reaping);
-            if (st->closed && !st->destroyed) st->drained.try_send(0);
             if (cancelled) throw operation_cancelled();
             if (st->destroyed) {
                 throw pool_error(st->prefix() + "destroyed while \"" + name + "\" ran");
@@ -362,72 +260,13 @@ private:
             throw pool_error(st->prefix() + "worker process " + std::to_string(pid) + " " +
                              status.to_string() + " while running \"" + name + "\"");
         }
-        release(*st, s);
+        st->release(*s);
         if (reply->index() == 1) {
             auto& failure = std::get<1>(*reply);
             throw remote_error(std::move(failure.type), std::move(failure.message));
         }
         if constexpr (!std::is_void_v<R>) {
             co_return std::get<0>(std::move(*reply));
-        }
-    }
-
-    // A child that died or is to die: kills and reaps it, starts its replacement.
-    static task<exit_status> reap_and_replace(state_ptr st, slot* s) {
-        s->child->kill(SIGKILL);
-        exit_status status = co_await s->child->wait();
-        s->child.reset();
-        s->busy = false;
-        --st->busy;
-        bool replaced = false;
-        if (!st->destroyed && (!st->closed || st->queued > 0 || st->room_waiting > 0)) {
-            try {
-                co_await start_child(st, s);
-                replaced = true;
-            } catch (...) {
-                // No replacement (out of processes): the pool goes on with one child fewer.
-            }
-        }
-        if (replaced && !st->destroyed) {
-            st->idle.try_send(s);
-        } else {
-            --st->live;
-        }
-        co_return status;
-    }
-
-    static task<void> close_impl(state_ptr st) {
-        st->closed = true;
-        while (st->busy > 0 || st->queued > 0 || st->room_waiting > 0) {
-            co_await st->drained.receive();
-        }
-        while (auto s = st->idle.try_receive()) {
-            if (!(*s)->child) continue;
-            (*s)->child->disconnect();
-            co_await (*s)->child->wait();
-            (*s)->child.reset();
-            --st->live;
-        }
-    }
-
-    void shut_down() noexcept {
-        state& st = *m_state;
-        if (st.destroyed) return;
-        st.destroyed = true;
-        st.closed = true;
-        while (st.idle.try_receive()) {
-        }
-        st.idle.close();
-        st.room.close();
-        st.drained.close();
-        for (slot& s : st.slots) {
-            if (!s.child) continue;
-            if (s.busy) {
-                s.child->kill(SIGKILL); // its run reaps it
-            } else {
-                s.child.reset(); // killed and reaped by the loop (kill_on_drop)
-                --st.live;
-            }
         }
     }
 

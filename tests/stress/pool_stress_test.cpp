@@ -213,3 +213,55 @@ TEST_CASE("process_pool: one task in ten crashes its child; every task is accoun
     CHECK(crashed == (total + 6) / 10);
     CHECK(conflux_test::zombie_children().empty());
 }
+
+TEST_CASE("process_pool: waves of tasks grow it, pauses shrink it, crashes replace children") {
+    conflux_test::watchdog dog(120s);
+    const auto fds_before = conflux_test::open_fds();
+    const std::size_t waves = std::max<std::size_t>(4, scaled(20));
+    std::size_t crashed = 0;
+    std::size_t doubled = 0;
+    conflux::run([&]() -> conflux::task<> {
+        conflux::process_pool pool({.minimum = 1, .maximum = 4, .idle_timeout = 2ms}, child_args);
+        auto one = [&pool](int i) -> conflux::task<int> {
+            try {
+                co_return co_await pool.run(double_or_crash, i, i % 7 == 5);
+            } catch (const conflux::pool_error&) {
+                co_return -1;
+            }
+        };
+        for (std::size_t w = 0; w < waves; ++w) {
+            std::vector<conflux::task<int>> wave;
+            const int n = static_cast<int>(1 + (w * 5) % 9); // 1, 6, 2, 7, 3, 8, ...
+            for (int i = 0; i < n; ++i) wave.push_back(one(i));
+            const auto results = co_await conflux::when_all(std::move(wave));
+            for (int i = 0; i < n; ++i) {
+                if (results[static_cast<std::size_t>(i)] == -1) {
+                    CHECK(i % 7 == 5);
+                    ++crashed;
+                } else {
+                    CHECK(results[static_cast<std::size_t>(i)] == 2 * i);
+                    ++doubled;
+                }
+            }
+            CHECK(pool.stats().threads <= 4 + 4); // at most the maximum, plus ones leaving
+            // Every other wave, a pause for the idle children to end: down to the minimum,
+            // never below.
+            if (w % 2 == 1) {
+                const auto deadline = std::chrono::steady_clock::now() + 5s;
+                while (pool.stats().threads > 1 && std::chrono::steady_clock::now() < deadline) {
+                    co_await conflux::sleep_for(2ms);
+                }
+                CHECK(pool.stats().threads == 1);
+                co_await conflux::sleep_for(10ms);
+                CHECK(pool.stats().threads == 1);
+            }
+        }
+        co_await pool.close();
+        CHECK(pool.stats().threads == 0);
+    }());
+    CHECK(crashed > 0);
+    CHECK(doubled > 0);
+    CHECK(conflux_test::zombie_children().empty());
+    CHECK(conflux_test::no_children_left());
+    CHECK(conflux_test::open_fds() == fds_before);
+}

@@ -56,8 +56,9 @@ inline std::size_t thread_count() {
     return n;
 }
 
-/// Pids of this process's children that have exited but were not reaped.
-inline std::vector<int> zombie_children() {
+/// Pids of this process's children (ppid == getpid()) whose state is `Z` (exited, not reaped)
+/// when `zombies_only`, or any state otherwise.
+inline std::vector<int> child_pids(bool zombies_only) {
     std::vector<int> out;
     const pid_t self = ::getpid();
     std::error_code ec;
@@ -74,11 +75,17 @@ inline std::vector<int> zombie_children() {
         if (close == std::string::npos || close + 4 >= line.size()) continue;
         const char state = line[close + 2];
         const int ppid = std::atoi(line.c_str() + close + 4);
-        if (state == 'Z' && ppid == self) out.push_back(std::stoi(name));
+        if (ppid == self && (state == 'Z' || !zombies_only)) out.push_back(std::stoi(name));
     }
     std::sort(out.begin(), out.end());
     return out;
 }
+
+/// Pids of this process's children that have exited but were not reaped.
+inline std::vector<int> zombie_children() { return child_pids(true); }
+
+/// Pids of this process's children, running or not (zombies included), from /proc.
+inline std::vector<int> all_children() { return child_pids(false); }
 
 /// True when this process has no children at all, reaped or not; valid only in a test process
 /// that starts no children of its own outside the library.

@@ -66,6 +66,23 @@ launch_request make_launch_request(std::string_view program, std::span<const std
     return r;
 }
 
+/// The stdio of a child whose stdout and stderr share one pipe (the `all` options): entries
+/// 1 and 2 of `given` must be absent or `pipe`; fd 1 becomes the pipe, fd 2 a duplicate of it.
+inline std::vector<stdio_spec> shared_output_stdio(std::vector<stdio_spec> given,
+                                                   const char* operation) {
+    for (std::size_t i = 1; i < 3 && i < given.size(); ++i) {
+        if (given[i].how != stdio_spec::kind::pipe) {
+            throw std::invalid_argument(std::string(operation) +
+                                        ": `all` needs stdout and stderr to be pipes (fd " +
+                                        std::to_string(i) + " is given another stdio_spec)");
+        }
+    }
+    if (given.size() < 3) given.resize(3);
+    given[1] = stdio_spec::pipe();
+    given[2] = stdio_spec::same_as(1);
+    return given;
+}
+
 /// The parent's end of a pipe to the child's descriptor `child_fd`.
 struct parent_pipe {
     int child_fd = -1;

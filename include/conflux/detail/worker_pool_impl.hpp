@@ -243,7 +243,11 @@ struct worker_pool::next_job {
         if (pool.m_idle_head) pool.m_idle_head->idle_prev = &s;
         pool.m_idle_head = &s;
         ++pool.m_idle_count;
-        if (pool.m_threads > pool.m_options.minimum && pool.m_options.idle_timeout.count() > 0) {
+        // A timeout beyond a century (milliseconds::max()) is "never": now() + it would
+        // overflow the clock and end the thread at once.
+        constexpr auto never = std::chrono::hours(24 * 365 * 100);
+        if (pool.m_threads > pool.m_options.minimum && pool.m_options.idle_timeout.count() > 0 &&
+            pool.m_options.idle_timeout < never) {
             s.idle_timer.deadline = std::chrono::steady_clock::now() + pool.m_options.idle_timeout;
             detail::loop_access::add_timer(*s.loop, &s.idle_timer);
         }
