@@ -3,7 +3,6 @@
 #include <conflux/detail/cpp20.hpp>
 
 #include <conflux/executor.hpp>
-#include <conflux/detail/block_slab.hpp>
 #include <conflux/detail/sigpipe.hpp>
 #include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/work_item.hpp>
@@ -13,7 +12,6 @@
 #include <coroutine>
 #include <cstddef>
 #include <mutex>
-#include <new>
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
@@ -30,39 +28,6 @@ namespace detail {
     static thread_local thread_pool* slot = nullptr;
     return *opaque_address(&slot);
 }
-
-/// Where a pool's small posted callable leaves its block once it ran, for the pool thread
-/// that ran it to give back to the pool's slab (under the lock it takes next anyway).
-[[gnu::noinline]] inline work_item*& pool_returned_block_slot() noexcept {
-    static thread_local work_item* slot = nullptr;
-    return *opaque_address(&slot);
-}
-
-/// The size of the blocks a thread_pool recycles for small posted callables.
-inline constexpr std::size_t pool_block_bytes = block_slab::block_bytes;
-
-/// A small callable posted to a thread_pool, in a block the pool recycles: once it ran (and
-/// it runs only on one of that pool's threads), it hands its block back through
-/// pool_returned_block_slot instead of freeing it.
-template <class F>
-struct pooled_function : work_item {
-    F fn;
-
-    explicit pooled_function(F&& f) noexcept : fn(std::move(f)) {
-        invoke = [](work_item* self, action a) noexcept {
-            auto* me = static_cast<pooled_function*>(self);
-            // A pool runs every item it queues, never discards one.
-            if (a == action::run) me->fn(); // escaping exceptions terminate, as posted_function
-            me->~pooled_function();
-            pool_returned_block_slot() = self;
-        };
-    }
-};
-
-template <class F>
-inline constexpr bool fits_pool_block = sizeof(pooled_function<F>) <= pool_block_bytes &&
-                                        alignof(pooled_function<F>) <= alignof(std::max_align_t) &&
-                                        std::is_nothrow_move_constructible_v<F>;
 } // namespace detail
 
 /// A fixed set of threads running posted work and the coroutines that hop onto it with
@@ -115,19 +80,11 @@ public:
 
     std::size_t size() const noexcept { return m_threads.size(); }
 
-    /// Runs `f` on one of the pool's threads. Thread-safe. A small callable (up to 48 bytes,
-    /// nothrow movable) goes into a block the pool recycles; a larger one is allocated once.
+    /// Runs `f` on one of the pool's threads. Thread-safe; allocates once to hold `f`.
     template <std::invocable F>
     void post(F&& f) {
         using fn_t = std::decay_t<F>;
-        if constexpr (detail::fits_pool_block<fn_t>) {
-            fn_t fn(std::forward<F>(f));
-            std::lock_guard lock(m_mutex);
-            // Moved in under the lock: nothrow, and a few stores for such a callable.
-            push_locked(::new (m_blocks.allocate()) detail::pooled_function<fn_t>(std::move(fn)));
-        } else {
-            enqueue(new detail::posted_function<fn_t>(fn_t(std::forward<F>(f))));
-        }
+        enqueue(new detail::posted_function<fn_t>(fn_t(std::forward<F>(f))));
     }
 
     /// Awaitable that resumes the awaiting coroutine on one of the pool's threads.
@@ -141,50 +98,28 @@ public:
     /// Low-level: queues an intrusive work item. Thread-safe.
     void enqueue(detail::work_item* item) noexcept {
         std::lock_guard lock(m_mutex);
-        push_locked(item);
-    }
-
-private:
-    void push_locked(detail::work_item* item) noexcept {
         m_queue.push(item);
         // Notify under the lock: once it is released, the item may run and lead to the
         // pool's destruction on another thread before a later notify would touch it.
-        wake_one();
+        if (m_idle > 0) m_wakeup.notify_one();
     }
 
-    // Under the lock. A thread already being woken (notified and not yet back from its wait)
-    // is not woken twice: a burst of posts wakes each sleeper once, not once per post.
-    void wake_one() noexcept {
-        if (m_idle > m_waking) {
-            ++m_waking;
-            m_wakeup.notify_one();
-        }
-    }
-
+private:
     void work() {
         detail::current_pool_slot() = this;
         detail::current_executor_scope scope{any_executor(*this)};
-        // This thread never moves: the slot's address stays valid for its whole life.
-        detail::work_item*& returned = detail::pool_returned_block_slot();
         std::unique_lock lock(m_mutex);
         for (;;) {
-            if (returned) m_blocks.deallocate(std::exchange(returned, nullptr));
-            if (m_queue.empty() && !m_stopping) wait_for_work(lock);
+            while (m_queue.empty() && !m_stopping) {
+                ++m_idle;
+                m_wakeup.wait(lock);
+                --m_idle;
+            }
             detail::work_item* item = m_queue.pop();
             if (!item) return; // stopping and drained
             lock.unlock();
             detail::resume_item::run(item);
             lock.lock();
-        }
-    }
-
-    // Under the lock, with the queue empty.
-    void wait_for_work(std::unique_lock<std::mutex>& lock) {
-        while (m_queue.empty() && !m_stopping) {
-            ++m_idle;
-            m_wakeup.wait(lock);
-            --m_idle;
-            if (m_waking > 0) --m_waking;
         }
     }
 
@@ -203,9 +138,7 @@ private:
     std::mutex m_mutex;
     std::condition_variable m_wakeup;
     detail::work_queue m_queue;
-    std::size_t m_idle = 0;      // threads in m_wakeup.wait
-    std::size_t m_waking = 0;    // of those, notified and not yet back
-    detail::block_slab m_blocks; // holds small posted callables
+    std::size_t m_idle = 0;
     bool m_stopping = false;
     std::vector<std::thread> m_threads;
 };
