@@ -19,6 +19,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <vector>
 
 using namespace std::chrono_literals;
 
@@ -339,4 +340,129 @@ TEST_CASE("a task inherits its awaiter's stop token") {
         co_return own.stop_possible() == inherited;
     };
     CHECK(conflux::run(outer()));
+}
+
+// --- frame recycling (detail/frame_allocator.hpp) --------------------------------------------
+
+namespace {
+
+// Completes at once, giving the address of the awaiting coroutine's frame.
+struct frame_address {
+    void* address = nullptr;
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) noexcept {
+        address = h.address();
+        return false;
+    }
+    void* await_resume() const noexcept { return address; }
+};
+
+conflux::task<void*> own_frame() { co_return co_await frame_address{}; }
+
+conflux::task<bool> frames_of_ready_tasks_are_reused() {
+    void* first = co_await own_frame();
+    void* second = co_await own_frame();
+    co_return first == second;
+}
+
+} // namespace
+
+TEST_CASE("the frame cache reuses a block within its size class") {
+    using conflux::detail::frame_cache;
+    frame_cache cache{};
+    cache.status = frame_cache::state::live; // as the thread's own cache once it keeps a block
+    void* a = cache.allocate(100);
+    cache.deallocate(a, 100);
+    CHECK(cache.held() == 1);
+    CHECK(cache.allocate(70) == a); // 70 and 100 bytes share the 128-byte class
+    CHECK(cache.held() == 0);
+    void* b = cache.allocate(40); // another class: a fresh block
+    CHECK(b != a);
+    cache.deallocate(a, 100);
+    cache.deallocate(b, 40);
+    CHECK(cache.held() == 2);
+    CHECK(cache.release() == 2);
+    CHECK(cache.held() == 0);
+    CHECK(cache.held_bytes == 0);
+}
+
+TEST_CASE("the frame cache keeps no big frame and stays within its budget") {
+    using conflux::detail::frame_cache;
+    frame_cache cache{};
+    cache.status = frame_cache::state::live;
+    void* big = cache.allocate(conflux::detail::frame_cache_largest + 1);
+    cache.deallocate(big, conflux::detail::frame_cache_largest + 1);
+    CHECK(cache.held() == 0);
+
+    constexpr std::size_t size = conflux::detail::frame_cache_largest;
+    constexpr std::size_t fit = conflux::detail::frame_cache_budget / size;
+    std::vector<void*> blocks;
+    for (std::size_t i = 0; i < fit + 5; ++i) blocks.push_back(cache.allocate(size));
+    for (void* p : blocks) cache.deallocate(p, size);
+    CHECK(cache.held() == fit);
+    CHECK(cache.held_bytes <= conflux::detail::frame_cache_budget);
+    CHECK(cache.release() == fit);
+}
+
+TEST_CASE("a cache that is not a thread's own, or is gone, keeps nothing") {
+    using conflux::detail::frame_cache;
+    frame_cache cache{}; // unused, and not this thread's: it cannot register a reaper
+    cache.deallocate(cache.allocate(64), 64);
+    CHECK(cache.held() == 0);
+    cache.status = frame_cache::state::gone;
+    cache.deallocate(cache.allocate(64), 64);
+    CHECK(cache.held() == 0);
+}
+
+TEST_CASE("task frames are recycled, except in sanitizer builds") {
+    bool reused = false;
+    std::size_t held = 0;
+    // A thread of its own: its cache starts empty.
+    std::thread([&] {
+        reused = conflux::run(frames_of_ready_tasks_are_reused());
+        held = conflux::detail::this_thread_frame_cache().held();
+    }).join();
+    if constexpr (conflux::detail::frame_recycling) {
+        CHECK(reused);
+        CHECK(held > 0);
+    } else {
+        CHECK(held == 0);
+    }
+}
+
+TEST_CASE("a frame freed on another thread joins that thread's cache") {
+    void* frame = conflux::detail::frame_allocate(200);
+    std::size_t held = 0;
+    void* again = nullptr;
+    std::thread([&] {
+        conflux::detail::frame_deallocate(frame, 200);
+        held = conflux::detail::this_thread_frame_cache().held();
+        again = conflux::detail::frame_allocate(230); // the same 256-byte class
+        conflux::detail::frame_deallocate(again, 230);
+    }).join();
+    if constexpr (conflux::detail::frame_recycling) {
+        CHECK(held == 1);
+        CHECK(again == frame);
+    } else {
+        CHECK(held == 0);
+    }
+}
+
+TEST_CASE("a thread's frame cache is given back when the thread exits") {
+    const std::size_t before = conflux::detail::frame_cache_blocks_released.load();
+    std::size_t held = 0;
+    std::thread([&] {
+        // The thread's own cache, used directly: this runs in sanitizer builds too, where
+        // LeakSanitizer would report blocks left behind.
+        auto& cache = conflux::detail::this_thread_frame_cache();
+        void* a = cache.allocate(64);
+        void* b = cache.allocate(300);
+        void* c = cache.allocate(1000);
+        cache.deallocate(a, 64);
+        cache.deallocate(b, 300);
+        cache.deallocate(c, 1000);
+        held = cache.held();
+    }).join();
+    CHECK(held == 3);
+    CHECK(conflux::detail::frame_cache_blocks_released.load() >= before + 3);
 }

@@ -3,6 +3,7 @@
 #include <conflux/detail/cpp20.hpp>
 
 #include <conflux/executor.hpp>
+#include <conflux/detail/frame_allocator.hpp>
 #include <conflux/detail/result.hpp>
 #include <conflux/detail/trampoline.hpp>
 #include <conflux/detail/work_item.hpp>
@@ -42,6 +43,11 @@ std::stop_token stop_token_of(std::coroutine_handle<P> h) noexcept {
 
 class task_promise_base {
 public:
+    // Frames come from a per-thread cache (detail/frame_allocator.hpp): a task that completes
+    // at once spends most of its await in malloc and free otherwise.
+    static void* operator new(std::size_t n) { return frame_allocate(n); }
+    static void operator delete(void* p, std::size_t n) noexcept { frame_deallocate(p, n); }
+
     std::suspend_always initial_suspend() const noexcept { return {}; }
 
     struct final_awaiter {

@@ -106,3 +106,27 @@ TEST_CASE("stop requests from other threads race timer expiries") {
     conflux::run(body());
     CHECK(resumed == rounds);
 }
+
+TEST_CASE("bursts of posts from two threads to a pool that keeps falling asleep all run") {
+    // A lost wake-up leaves a burst queued with every pool thread asleep: the round's deadline
+    // then fails the test instead of hanging it.
+    conflux::thread_pool pool(2);
+    const std::size_t rounds = scaled(2'000);
+    for (std::size_t round = 0; round < rounds; ++round) {
+        std::atomic<std::size_t> ran{0};
+        const std::size_t burst = 1 + round % 97;
+        auto producer = [&] {
+            for (std::size_t i = 0; i < burst; ++i) pool.post([&ran] { ++ran; });
+        };
+        std::thread other(producer);
+        producer();
+        other.join();
+        const auto deadline = std::chrono::steady_clock::now() + 5s;
+        while (ran.load() != 2 * burst && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::yield();
+        }
+        REQUIRE(ran.load() == 2 * burst);
+        // Every few rounds, long enough for the pool's threads to go to sleep.
+        if (round % 5 == 0) std::this_thread::sleep_for(200us);
+    }
+}
