@@ -3,7 +3,6 @@
 #include <conflux/detail/cpp20.hpp>
 
 #include <conflux/detail/memfd.hpp>
-#include <conflux/detail/unique_fd.hpp>
 
 #include <atomic>
 #include <cstddef>
@@ -90,8 +89,7 @@ public:
     /// peer could otherwise make this process fault), `std::system_error` when it cannot be
     /// mapped.
     [[nodiscard]] static buffer adopt_memfd(int fd, std::size_t size) {
-        detail::unique_fd owned(fd);
-        return buffer(detail::memfd_mapping::import(owned.get(), size));
+        return buffer(detail::memfd_mapping::adopt(fd, size));
     }
 
     buffer(buffer&& other) noexcept

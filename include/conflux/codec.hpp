@@ -2,6 +2,11 @@
 
 #include <conflux/detail/cpp20.hpp>
 
+#if !CONFLUX_HAS_FORK_IPC
+#error "conflux/codec.hpp: IPC codecs are not supported on Windows yet"
+#include <conflux/detail/compilation_stopped_by_the_error_above>
+#endif
+
 #include <conflux/codec_bytes.hpp>
 #include <conflux/error.hpp>
 #include <conflux/file_descriptor.hpp>

@@ -6,6 +6,11 @@
 
 #include <conflux/detail/cpp20.hpp>
 
+#if !CONFLUX_HAS_FORK_IPC
+#error "conflux/codec_bytes.hpp: IPC codecs are not supported on Windows yet"
+#include <conflux/detail/compilation_stopped_by_the_error_above>
+#endif
+
 #include <conflux/error.hpp>
 #include <conflux/file_descriptor.hpp>
 

@@ -2,6 +2,11 @@
 
 #include <conflux/detail/cpp20.hpp>
 
+#if !CONFLUX_HAS_PROCESSES
+#error "conflux/exec.hpp: child processes are not supported on Windows yet"
+#include <conflux/detail/compilation_stopped_by_the_error_above>
+#endif
+
 // `exec` and `exec_file`: run a program to completion and capture its output (Node.js's
 // `child_process.exec` / `execFile`). process.hpp includes this header after defining
 // `spawn`; included first, this header includes process.hpp, whose own include of it is

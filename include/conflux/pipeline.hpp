@@ -2,6 +2,11 @@
 
 #include <conflux/detail/cpp20.hpp>
 
+#if !CONFLUX_HAS_PROCESSES
+#error "conflux/pipeline.hpp: pipelines are not supported on Windows yet"
+#include <conflux/detail/compilation_stopped_by_the_error_above>
+#endif
+
 // Child-to-child pipelines: `find . -type f | sort | uniq -c`, the children joined by pipes
 // of their own (the data never passes through this process), each stage's exit status kept,
 // pipefail-style errors naming the stage that failed.

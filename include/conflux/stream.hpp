@@ -2,6 +2,11 @@
 
 #include <conflux/detail/cpp20.hpp>
 
+#if !CONFLUX_HAS_PROCESSES
+#error "conflux/stream.hpp: pipe streams are not supported on Windows yet"
+#include <conflux/detail/compilation_stopped_by_the_error_above>
+#endif
+
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/task.hpp>

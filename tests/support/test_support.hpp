@@ -15,10 +15,23 @@
 #include <thread>
 #include <vector>
 
+#if defined(_WIN32)
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <tlhelp32.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#else
 #include <dirent.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 #ifndef CONFLUX_TEST_BINARY_DIR
 #error "tests are built with CONFLUX_TEST_BINARY_DIR pointing at the helper programs"
@@ -26,6 +39,65 @@
 
 namespace conflux_test {
 
+#if defined(_WIN32)
+/// The handles this process holds, as one line to compare before and after an operation (the
+/// counterpart of the descriptor list on Linux). Wine's GetProcessHandleCount answers 0
+/// whatever is open, so under Wine this compares equal always; on Windows it counts.
+inline std::vector<std::string> open_fds() {
+    DWORD count = 0;
+    ::GetProcessHandleCount(::GetCurrentProcess(), &count);
+    return {"handles: " + std::to_string(count)};
+}
+
+/// Threads in this process right now.
+inline std::size_t thread_count() {
+    HANDLE snapshot = ::CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+    if (snapshot == INVALID_HANDLE_VALUE) return 0;
+    THREADENTRY32 entry{};
+    entry.dwSize = sizeof entry;
+    std::size_t n = 0;
+    for (BOOL more = ::Thread32First(snapshot, &entry); more;
+         more = ::Thread32Next(snapshot, &entry)) {
+        if (entry.th32OwnerProcessID == ::GetCurrentProcessId()) ++n;
+    }
+    ::CloseHandle(snapshot);
+    return n;
+}
+
+/// Ends a hung test after `factor` times the expected running time (at least 1 s), so a
+/// deadlock fails one test quickly instead of waiting for the ctest timeout. Windows has no
+/// alarm(): a thread waits out the time and ends the process.
+class watchdog {
+public:
+    explicit watchdog(std::chrono::milliseconds expected, unsigned factor = 5)
+        : m_limit(std::max<long long>(1000, expected.count() * static_cast<long long>(factor))),
+          m_thread([this] {
+              std::unique_lock lock(m_mutex);
+              if (!m_done.wait_for(lock, m_limit, [this] { return m_cancelled; })) {
+                  std::fputs("watchdog: the test hung\n", stderr);
+                  std::fflush(stderr);
+                  ::TerminateProcess(::GetCurrentProcess(), 14);
+              }
+          }) {}
+    watchdog(const watchdog&) = delete;
+    watchdog& operator=(const watchdog&) = delete;
+    ~watchdog() {
+        {
+            std::lock_guard lock(m_mutex);
+            m_cancelled = true;
+        }
+        m_done.notify_one();
+        m_thread.join();
+    }
+
+private:
+    std::chrono::milliseconds m_limit;
+    std::mutex m_mutex;
+    std::condition_variable m_done;
+    bool m_cancelled = false;
+    std::thread m_thread;
+};
+#else
 /// Every open descriptor as "fd -> target", sorted; compare before and after an operation.
 inline std::vector<std::string> open_fds() {
     std::vector<std::string> out;
@@ -104,6 +176,8 @@ public:
     ~watchdog() { ::alarm(0); }
 };
 
+#endif
+
 /// Multiplier for iteration counts; sanitizer runs set CONFLUX_STRESS_SCALE below 1.
 inline double stress_scale() {
     const char* value = std::getenv("CONFLUX_STRESS_SCALE");
@@ -116,6 +190,7 @@ inline double stress_scale() {
 /// Where the helper child programs (tests/helpers/*.cpp) are built.
 inline std::filesystem::path helper_dir() { return CONFLUX_TEST_BINARY_DIR; }
 
+#if !defined(_WIN32)
 /// The arguments of process `pid` as the kernel shows them (/proc/<pid>/cmdline), argv[0]
 /// first; empty once it is gone.
 inline std::vector<std::string> process_cmdline(int pid) {
@@ -133,6 +208,8 @@ inline std::string process_comm(int pid) {
     std::getline(in, name);
     return name;
 }
+
+#endif
 
 /// The calling thread's id, computed afresh on every call: never inlined and opaque to the
 /// optimiser, so a coroutine that moved threads at a co_await does not see an id computed

@@ -1,8 +1,9 @@
 #pragma once
 
 // Selects the platform's the event loop's reactor: epoll, with an eventfd to wake it
-// (detail/linux/epoll.hpp on Linux). A header that needs it includes this one, never the
-// backend's; docs/internals.md describes the seam.
+// (detail/linux/epoll.hpp on Linux); an I/O completion port (detail/windows/iocp.hpp on
+// Windows). A header that needs it includes this one, never the backend's; docs/internals.md
+// describes the seam.
 
 #include <conflux/detail/platform.hpp>
 
@@ -13,6 +14,15 @@ namespace conflux::detail {
 
 /// The reactor an `event_loop` runs on this platform.
 using io_reactor = epoll_reactor;
+
+} // namespace conflux::detail
+#elif CONFLUX_PLATFORM_WINDOWS
+#include <conflux/detail/windows/iocp.hpp>
+
+namespace conflux::detail {
+
+/// The reactor an `event_loop` runs on this platform.
+using io_reactor = iocp_reactor;
 
 } // namespace conflux::detail
 #endif

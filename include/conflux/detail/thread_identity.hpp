@@ -1,5 +1,6 @@
 #pragma once
 
+#include <conflux/detail/platform.hpp>
 #include <conflux/detail/thread_local.hpp>
 
 #include <cstdint>
@@ -19,7 +20,15 @@ namespace conflux::detail {
 /// thread (the asm is volatile, so the compiler neither caches nor hoists it): this is what
 /// executors compare on their hottest path to tell their own thread from another.
 [[gnu::always_inline]] inline std::uintptr_t thread_identity() noexcept {
-#if defined(__x86_64__)
+#if CONFLUX_PLATFORM_WINDOWS && defined(__x86_64__)
+    // Windows x64 keeps the thread's TEB in gs; its NT_TIB.Self field (offset 0x30) is the
+    // TEB's own address. fs is not the thread pointer there.
+    std::uintptr_t tp;
+    asm volatile("mov %%gs:0x30, %0" : "=r"(tp));
+    return tp;
+#elif CONFLUX_PLATFORM_WINDOWS
+    return thread_identity_slow();
+#elif defined(__x86_64__)
     std::uintptr_t tp;
     asm volatile("mov %%fs:0, %0" : "=r"(tp));
     return tp;

@@ -144,6 +144,13 @@ public:
         return out;
     }
 
+    /// `import` of a descriptor this call takes ownership of: it is closed in every case,
+    /// the mapping keeping its own duplicate.
+    static memfd_mapping adopt(int fd, std::size_t size) {
+        unique_fd owned(fd);
+        return import(owned.get(), size);
+    }
+
     /// Two words in shared memory that every process mapping a file made with wake words
     /// sees: `async_waiters` counts the pending `wait_async`s of all processes on the file,
     /// `doorbell` is a futex that `notify` bumps and wakes when another process has some.

@@ -1,0 +1,73 @@
+#pragma once
+
+#include <conflux/detail/windows/win32.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+namespace conflux::detail {
+
+/// The Windows backend of the event loop: an I/O completion port, which other threads wake by
+/// posting a packet to it. Completion-based I/O (overlapped reads and writes, later) will
+/// complete on the same port; the loop's timers and cross-thread wake-ups need nothing more.
+class iocp_reactor {
+public:
+    /// Packets taken from the port per system call.
+    static constexpr unsigned long max_events = 64;
+
+    iocp_reactor() : m_port(::CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, 1)) {
+        if (m_port == nullptr) throw_last_error("CreateIoCompletionPort");
+    }
+    iocp_reactor(const iocp_reactor&) = delete;
+    iocp_reactor& operator=(const iocp_reactor&) = delete;
+    ~iocp_reactor() { ::CloseHandle(m_port); }
+
+    /// Wakes a thread blocked in wait(). Thread-safe. Wake-ups that come before the loop took
+    /// the last one off the port make one packet, as an eventfd counts them into one read.
+    void wake() noexcept {
+        // acq_rel: a wake after the loop took the packet (and cleared the flag) posts anew.
+        if (m_wake_pending.exchange(true, std::memory_order_acq_rel)) return;
+        // Fails only when the kernel is out of memory for the packet; the flag then stays set
+        // and the loop wakes at its next timer. Nothing better can be done in a noexcept wake.
+        ::PostQueuedCompletionStatus(m_port, 0, wake_key, nullptr);
+    }
+
+    /// Waits for packets up to `timeout` (none = forever), rounded up to whole milliseconds,
+    /// the unit of the port's timeout. Returns the number of packets.
+    template <class Rep, class Period>
+    int wait(std::optional<std::chrono::duration<Rep, Period>> timeout) {
+        using namespace std::chrono;
+        DWORD ms = INFINITE;
+        if (timeout) {
+            const auto t = ceil<milliseconds>(*timeout).count();
+            // INFINITE is 0xFFFFFFFF: cap below it, and wait again after a longer timeout.
+            ms = t < 0 ? 0 : (t >= 0x7fffffff ? 0x7fffffff : static_cast<DWORD>(t));
+        }
+        OVERLAPPED_ENTRY entries[max_events];
+        ULONG n = 0;
+        if (!::GetQueuedCompletionStatusEx(m_port, entries, max_events, &n, ms, FALSE)) {
+            const DWORD err = ::GetLastError();
+            if (err == WAIT_TIMEOUT) return 0;
+            throw_system_error(static_cast<int>(err), "GetQueuedCompletionStatusEx");
+        }
+        for (ULONG i = 0; i < n; ++i) {
+            if (entries[i].lpCompletionKey == wake_key) {
+                m_wake_pending.store(false, std::memory_order_release);
+            }
+        }
+        return static_cast<int>(n);
+    }
+
+    /// The port, for I/O handles to be associated with.
+    HANDLE port() const noexcept { return m_port; }
+
+private:
+    static constexpr ULONG_PTR wake_key = 1;
+
+    HANDLE m_port;
+    std::atomic<bool> m_wake_pending{false};
+};
+
+} // namespace conflux::detail
