@@ -1,5 +1,6 @@
 #pragma once
 
+#include <conflux/detail/platform.hpp>
 #include <conflux/detail/thread_local.hpp>
 
 #include <atomic>
@@ -17,6 +18,12 @@
     __has_feature(memory_sanitizer)
 #define CONFLUX_DETAIL_FRAME_RECYCLING 0
 #endif
+#endif
+// On Windows the cache stays off for now: it hands its blocks back from a thread_local's
+// destructor, and MinGW-w64's GCC 12 runtime corrupts the heap when a thread whose
+// thread_locals have destructors exits (see tests/CMakeLists.txt).
+#if !defined(CONFLUX_DETAIL_FRAME_RECYCLING) && CONFLUX_PLATFORM_WINDOWS
+#define CONFLUX_DETAIL_FRAME_RECYCLING 0
 #endif
 #ifndef CONFLUX_DETAIL_FRAME_RECYCLING
 #define CONFLUX_DETAIL_FRAME_RECYCLING 1
