@@ -448,6 +448,9 @@ TEST_CASE("a frame freed on another thread joins that thread's cache") {
     }
 }
 
+// Not on Windows, where the cache is off: its hand-back at thread exit is a thread_local's
+// destructor, which MinGW-w64's runtime cannot run safely (see detail/frame_allocator.hpp).
+#if !CONFLUX_PLATFORM_WINDOWS
 TEST_CASE("a thread's frame cache is given back when the thread exits") {
     const std::size_t before = conflux::detail::frame_cache_blocks_released.load();
     std::size_t held = 0;
@@ -466,3 +469,4 @@ TEST_CASE("a thread's frame cache is given back when the thread exits") {
     CHECK(held == 3);
     CHECK(conflux::detail::frame_cache_blocks_released.load() >= before + 3);
 }
+#endif
