@@ -5,6 +5,7 @@
 // handlers, the same round trips, the same child with the same pipes.
 //
 // Built only when Boost is found (bench/CMakeLists.txt); without it the rows say so.
+#include "baselines.hpp"
 #include "bench.hpp"
 
 #include <conflux/conflux.hpp>
@@ -78,26 +79,6 @@ void conflux_pool_posts(std::size_t n) {
         pool.post([&done] { done.fetch_add(1, std::memory_order_relaxed); });
     }
     while (done.load(std::memory_order_relaxed) != n) std::this_thread::yield();
-}
-
-// --- channel ping-pong between two threads ---------------------------------------------------
-
-void conflux_ping_pong(std::size_t n) {
-    conflux::channel<std::size_t> ping(1);
-    conflux::channel<std::size_t> pong(1);
-    std::thread echo([&] {
-        conflux::run([&]() -> conflux::task<> {
-            while (auto v = co_await ping.receive()) co_await pong.send(*v);
-        }());
-    });
-    conflux::run([&]() -> conflux::task<> {
-        for (std::size_t i = 0; i < n; ++i) {
-            co_await ping.send(i);
-            co_await pong.receive();
-        }
-        ping.close();
-    }());
-    echo.join();
 }
 
 // --- child processes ------------------------------------------------------------------------
@@ -389,7 +370,7 @@ int main() {
         "op/s", true);
     versus(
         "channel ping-pong, two threads (vs concurrent_channel)", "Asio",
-        [&] { return bench::ops_per_second(conflux_ping_pong, 50'000); },
+        [&] { return bench::ops_per_second(bench::channel_ping_pong, 50'000); },
         [&] {
 #ifdef CONFLUX_BENCH_HAVE_BOOST
             return bench::ops_per_second(asio_ping_pong, 50'000);

@@ -5,6 +5,7 @@
 // - 64 MiB through `cat` vs a raw 64 KiB read/write loop through the same cat.
 #include <conflux/conflux.hpp>
 
+#include "baselines.hpp"
 #include "bench.hpp"
 
 #include <algorithm>
@@ -25,44 +26,8 @@ extern char** environ;
 
 namespace {
 
-// posix_spawn with three pipes, reading stdout/stderr to EOF, then waitpid: what a careful
-// hand-written exec does.
-pid_t raw_spawn(const char* path, char* const* argv, int& out, int& err, int& in) {
-    int p0[2], p1[2], p2[2];
-    if (::pipe2(p0, O_CLOEXEC) || ::pipe2(p1, O_CLOEXEC) || ::pipe2(p2, O_CLOEXEC)) std::abort();
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p0[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, p1[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, p2[1], 2);
-    pid_t pid;
-    if (posix_spawn(&pid, path, &fa, nullptr, argv, environ) != 0) std::abort();
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(p0[0]);
-    ::close(p1[1]);
-    ::close(p2[1]);
-    in = p0[1];
-    out = p1[0];
-    err = p2[0];
-    return pid;
-}
-
-void raw_true_once() {
-    char arg0[] = "/bin/true";
-    char* argv[] = {arg0, nullptr};
-    int out, err, in;
-    pid_t pid = raw_spawn("/bin/true", argv, out, err, in);
-    ::close(in);
-    char buf[256];
-    while (::read(out, buf, sizeof buf) > 0) {
-    }
-    while (::read(err, buf, sizeof buf) > 0) {
-    }
-    ::close(out);
-    ::close(err);
-    int st;
-    ::waitpid(pid, &st, 0);
-}
+using bench::raw_spawn;
+using bench::raw_true_once;
 
 void raw_parallel(std::size_t n, std::size_t in_flight) {
     char arg0[] = "/bin/true";

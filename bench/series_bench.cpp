@@ -9,6 +9,7 @@
 // (The cluster's series, 1 and 2 workers, is in cluster_bench.cpp: it needs wrk.)
 #include <conflux/conflux.hpp>
 
+#include "baselines.hpp"
 #include "bench.hpp"
 
 #include <chrono>
@@ -41,35 +42,6 @@ double seconds_since(clock_type::time_point start) {
 
 // --- spawn latency against the parent's size ------------------------------------------------
 
-// posix_spawn with three pipes, both output pipes read to the end, then waitpid.
-void raw_true_once() {
-    int p0[2], p1[2], p2[2];
-    if (::pipe2(p0, O_CLOEXEC) || ::pipe2(p1, O_CLOEXEC) || ::pipe2(p2, O_CLOEXEC)) std::abort();
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p0[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, p1[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, p2[1], 2);
-    char arg0[] = "/bin/true";
-    char* argv[] = {arg0, nullptr};
-    pid_t pid;
-    if (posix_spawn(&pid, "/bin/true", &fa, nullptr, argv, environ) != 0) std::abort();
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(p0[0]);
-    ::close(p1[1]);
-    ::close(p2[1]);
-    ::close(p0[1]);
-    char buf[256];
-    while (::read(p1[0], buf, sizeof buf) > 0) {
-    }
-    while (::read(p2[0], buf, sizeof buf) > 0) {
-    }
-    ::close(p1[0]);
-    ::close(p2[0]);
-    int st;
-    ::waitpid(pid, &st, 0);
-}
-
 conflux::task<void> conflux_true_seq(std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) co_await conflux::exec_file("/bin/true");
 }
@@ -92,7 +64,7 @@ void spawn_series() {
                                 [](std::size_t k) { conflux::run(conflux_true_seq(k)); }, 100, 1));
             raw = std::min(raw, bench::seconds_per_op(
                                     [](std::size_t k) {
-                                        for (std::size_t i = 0; i < k; ++i) raw_true_once();
+                                        for (std::size_t i = 0; i < k; ++i) bench::raw_true_once();
                                     },
                                     100, 1));
         }

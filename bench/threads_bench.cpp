@@ -2,6 +2,7 @@
 // ping-pong, one-way channel throughput against a mutex+condvar queue, worker start+join
 // against std::thread, and a 64 MiB buffer transfer against a 64 MiB memcpy. Each beside
 // the Node.js counterpart (worker postMessage, new Worker, transfer list).
+#include "baselines.hpp"
 #include "bench.hpp"
 
 #include <conflux/conflux.hpp>
@@ -18,24 +19,6 @@
 namespace {
 
 // --- ping-pong ------------------------------------------------------------------------------
-
-void channel_ping_pong(std::size_t n) {
-    conflux::channel<std::size_t> ping(1);
-    conflux::channel<std::size_t> pong(1);
-    std::thread echo([&] {
-        conflux::run([&]() -> conflux::task<> {
-            while (auto v = co_await ping.receive()) co_await pong.send(*v);
-        }());
-    });
-    conflux::run([&]() -> conflux::task<> {
-        for (std::size_t i = 0; i < n; ++i) {
-            co_await ping.send(i);
-            co_await pong.receive();
-        }
-        ping.close();
-    }());
-    echo.join();
-}
 
 void condvar_ping_pong(std::size_t n) {
     std::mutex m;
@@ -153,7 +136,7 @@ void memcpy_transfer(std::size_t n) {
 int main() {
     bench::header();
     bench::row("channel ping-pong, two loops (round trips/s)",
-               bench::ops_per_second(channel_ping_pong, 100000),
+               bench::ops_per_second(bench::channel_ping_pong, 100000),
                bench::ops_per_second(condvar_ping_pong, 100000), "/s", true,
                bench::node_figure("threads_pingpong.js"));
     bench::row("channel one-way, capacity 1024 (messages/s)",
