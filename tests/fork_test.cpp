@@ -114,6 +114,17 @@ task<bool> comm_becomes(int pid, std::string name) {
     co_return conflux_test::process_comm(pid) == name;
 }
 
+// The child is named once it runs: until then (while it is still being started) its
+// command line may be its parent's, or empty.
+task<bool> argv0_becomes(int pid, std::string name) {
+    for (int i = 0; i < 500; ++i) {
+        const auto args = conflux_test::process_cmdline(pid);
+        if (!args.empty() && args[0] == name) co_return true;
+        co_await conflux::sleep_for(10ms);
+    }
+    co_return false;
+}
+
 } // namespace
 
 TEST_CASE("fork child entry") {
@@ -236,7 +247,7 @@ TEST_CASE("when the parent is SIGKILLed its forked child exits soon after") {
         CHECK(::kill(*pid, 0) == 0);
         // A child's child is named after the program too, not after its parent's title.
         const std::string self = own_name();
-        CHECK(conflux_test::process_cmdline(*pid).at(0) == self + ": fork sleeper");
+        CHECK(co_await argv0_becomes(*pid, self + ": fork sleeper"));
         CHECK(co_await comm_becomes(*pid, self.substr(0, 15)));
         middle.kill(SIGKILL);
         (void)co_await middle.wait();
