@@ -149,17 +149,29 @@ struct process_pool_state : std::enable_shared_from_this<process_pool_state> {
         st->notify_closer();
     }
 
+    /// One more child in a new slot, counted in `live` from before it is forked (so that
+    /// concurrent growers stop at the limit); the count is given back when the fork fails.
+    static task<slot*> grow(std::shared_ptr<process_pool_state> st) {
+        ++st->live;
+        slot* s = st->new_slot();
+        try {
+            co_await start_child(st, s);
+        } catch (...) {
+            if (!st->destroyed) --st->live; // start_child gave it back itself if destroyed
+            throw;
+        }
+        co_return s;
+    }
+
     // The children of `minimum`, started when the pool first runs on its loop.
     static task<void> fill(std::shared_ptr<process_pool_state> st) {
         while (!st->closed && st->live < st->options.minimum) {
-            ++st->live;
-            slot* s = st->new_slot();
+            slot* s = nullptr;
             try {
-                co_await start_child(st, s);
+                s = co_await grow(st);
             } catch (...) {
                 // Out of processes, or destroyed: the pool grows on demand instead (and a
                 // task then sees the error).
-                if (!st->destroyed) --st->live;
                 co_return;
             }
             st->make_idle(*s);
@@ -241,15 +253,7 @@ struct process_pool_state : std::enable_shared_from_this<process_pool_state> {
         for (;;) {
             if (slot* s = st->take_idle()) co_return s;
             if (st->live < st->options.maximum) {
-                ++st->live;
-                slot* s = st->new_slot();
-                try {
-                    co_await start_child(st, s);
-                } catch (...) {
-                    if (!st->destroyed) --st->live;
-                    throw;
-                }
-                co_return s;
+                co_return co_await grow(st);
             }
             if (st->queued >= st->options.max_queue) {
                 if (!wait) {
