@@ -335,6 +335,46 @@ TEST_CASE("channel: a cancel racing a send never loses nor duplicates a value") 
     MESSAGE("received " << received << ", cancelled " << cancelled);
 }
 
+TEST_CASE("channel: a blocking receive cancelled while the stop runs on another thread ends") {
+    // Every cancellable wait ends by destroying a std::stop_callback. When another thread's
+    // request_stop() is running that callback at the moment, the destructor waits for it on a
+    // semaphore; MinGW-w64's libstdc++ could lose that semaphore's wake-up and hang here
+    // (detail/windows/toolchain.hpp). The blocking form makes the race as tight as it gets.
+    conflux_test::watchdog dog(30s);
+    const int rounds = static_cast<int>(scaled(20000));
+    conflux::channel<int> ch(0);
+    std::stop_source handed;     // the source of the current round, copied by the stopper
+    std::atomic<int> turn{0};    // 1: `handed` is ready; 0: copied; -1: no more rounds
+    std::jthread stopper([&] {
+        for (;;) {
+            const int t = turn.load(std::memory_order_acquire);
+            if (t < 0) return;
+            if (t == 0) {
+                std::this_thread::yield();
+                continue;
+            }
+            std::stop_source mine = handed;
+            turn.store(0, std::memory_order_release);
+            mine.request_stop();
+        }
+    });
+    int cancelled = 0;
+    for (int i = 0; i < rounds; ++i) {
+        while (turn.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+        std::stop_source stop;
+        handed = stop;
+        turn.store(1, std::memory_order_release);
+        try {
+            (void)ch.blocking_receive(stop.get_token());
+        } catch (const conflux::operation_cancelled&) {
+            ++cancelled;
+        }
+    }
+    while (turn.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    turn.store(-1, std::memory_order_release);
+    CHECK(cancelled == rounds);
+}
+
 TEST_CASE("channel: send A, send B, close across threads: B before the end (R49)") {
     conflux_test::watchdog dog(60s);
     const std::size_t rounds = scaled(10000);

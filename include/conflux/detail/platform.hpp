@@ -25,6 +25,10 @@
 #include <conflux/detail/compilation_stopped_by_the_error_above>
 #endif
 
+#if CONFLUX_PLATFORM_WINDOWS
+#include <conflux/detail/windows/toolchain.hpp>
+#endif
+
 #ifndef CONFLUX_PLATFORM_LINUX
 #define CONFLUX_PLATFORM_LINUX 0
 #endif
