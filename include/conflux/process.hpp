@@ -2,11 +2,6 @@
 
 #include <conflux/detail/cpp20.hpp>
 
-#if !CONFLUX_HAS_PROCESSES
-#error "conflux/process.hpp: child processes are not supported on Windows yet"
-#include <conflux/detail/compilation_stopped_by_the_error_above>
-#endif
-
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/exit_status.hpp>

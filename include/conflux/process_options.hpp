@@ -2,11 +2,6 @@
 
 #include <conflux/detail/cpp20.hpp>
 
-#if !CONFLUX_HAS_PROCESSES
-#error "conflux/process_options.hpp: child processes are not supported on Windows yet"
-#include <conflux/detail/compilation_stopped_by_the_error_above>
-#endif
-
 #include <conflux/detail/platform.hpp>
 #include <conflux/detail/process_types.hpp>
 
@@ -212,8 +207,14 @@ struct exec_options {
     /// with `output_incomplete()` and the child's exit status; with `kill_tree` the group is
     /// ended (`kill_signal`, then SIGKILL). `0ms` stops reading at the exit.
     std::optional<std::chrono::milliseconds> wait_delay{};
+#if CONFLUX_PLATFORM_WINDOWS
+    /// The shell `exec` runs the command with (`shell /d /s /c "command"`); empty: the
+    /// child's %COMSPEC%, else cmd.exe.
+    std::string shell{};
+#else
     /// The shell `exec` runs the command with (`shell -c command`).
     std::string shell = "/bin/sh";
+#endif
 };
 
 } // namespace conflux
