@@ -15,6 +15,7 @@
 #include "support/test_support.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -295,6 +296,22 @@ TEST_CASE("Windows: exec runs cmd.exe; a batch file goes through cmd.exe too") {
         CHECK(b.out == "batch one two\r\n");
         CHECK(b.status.code() == 7);
     });
+}
+
+TEST_CASE("Windows: no handle but its three standard ones reaches the child") {
+    conflux_test::watchdog dog(10s);
+    // An inheritable event of this process, set: a child that got it could reset it.
+    SECURITY_ATTRIBUTES inherit{sizeof(SECURITY_ATTRIBUTES), nullptr, TRUE};
+    HANDLE event = ::CreateEventW(&inherit, TRUE, TRUE, nullptr);
+    REQUIRE(event != nullptr);
+    const auto value = std::to_string(reinterpret_cast<std::uintptr_t>(event));
+    auto r = run([&]() -> task<conflux::exec_result> {
+        exec_options no_check{.check = false};
+        co_return co_await conflux::exec_file(child(), {"reset-event", value}, no_check);
+    });
+    CHECK(r.status.code() == 1); // ResetEvent failed in the child: no such handle there
+    CHECK(::WaitForSingleObject(event, 0) == WAIT_OBJECT_0);
+    ::CloseHandle(event);
 }
 
 TEST_CASE("Windows: spawning leaks no handle") {

@@ -31,6 +31,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 
@@ -267,14 +268,19 @@ inline bool is_broken_pipe(DWORD error) noexcept {
 /// many were written. A reader that went away is `EPIPE`, as on POSIX systems.
 inline task<std::size_t> write_chunk(stream_base& stream, const std::byte* data, std::size_t size,
                                      const std::stop_token& token) {
-    if (token.stop_requested()) throw operation_cancelled();
+    // A stopped token still lets the write be issued: it is cancelled at once unless the
+    // pipe takes it, as a POSIX write is attempted before any wait.
     overlapped_pipe::operation& op = stream.pipe().writer();
     if (stream.pipe().start_write(data, size)) {
         co_await overlapped_awaiter(op, stream.loop(), token);
     }
     if (op.error == 0 || op.bytes != 0) co_return op.bytes;
     if (op.error == ERROR_OPERATION_ABORTED) throw operation_cancelled();
-    if (is_broken_pipe(op.error)) throw_system_error(EPIPE, "write", stream.name());
+    if (is_broken_pipe(op.error)) {
+        // EPIPE as an errno value (the system category means Win32 errors here, where 32 is
+        // ERROR_SHARING_VIOLATION), so that it compares equal to std::errc::broken_pipe.
+        throw std::system_error(EPIPE, std::generic_category(), "write \"" + stream.name() + "\"");
+    }
     throw_system_error(static_cast<int>(op.error), "write", stream.name());
 }
 
@@ -305,7 +311,9 @@ inline task<std::size_t> write_chunk(stream_base& stream, const std::byte* data,
 /// stream's read slot.
 [[nodiscard]] inline task<std::size_t> read_some_async(stream_base& stream, void* data,
                                                        std::size_t size, std::stop_token token) {
-    if (token.stop_requested()) throw operation_cancelled();
+    // A stopped token still lets the read be issued: what the pipe already holds is returned
+    // (exec reads what was written before it ended the call), an empty pipe is cancelled at
+    // once.
     overlapped_pipe::operation& op = stream.pipe().reader();
     for (;;) {
         if (stream.pipe().start_read(size)) {

@@ -3,6 +3,7 @@
 // Usage: conflux_win_child <command> [arguments]; see the table in main().
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -92,6 +93,10 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (cmd == "exit") return std::atoi(argv[2]);
+    if (cmd == "reset-event") { // resets the event at this handle value, if it was inherited
+        const auto value = static_cast<std::uintptr_t>(std::strtoull(argv[2], nullptr, 10));
+        return ResetEvent(reinterpret_cast<HANDLE>(value)) ? 0 : 1;
+    }
     if (cmd == "stderr") { // its argument to stderr, then exit code 1
         say(GetStdHandle(STD_ERROR_HANDLE), std::string(argv[2]) + "\n");
         return 1;

@@ -12,7 +12,6 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -165,14 +164,6 @@ struct windows_spawned {
 
 namespace spawn_detail {
 
-// Inheritable copies exist only inside this lock, between their creation and CreateProcessW:
-// a child started by another thread meanwhile could not get them even where the handle list
-// is not honoured (Wine 8 passes every inheritable handle).
-inline std::mutex& inheritance_lock() {
-    static std::mutex m;
-    return m;
-}
-
 struct attribute_list {
     std::vector<unsigned char> storage;
     LPPROC_THREAD_ATTRIBUTE_LIST get() noexcept {
@@ -207,7 +198,10 @@ inline windows_spawned create_child(const windows_spawn_plan& plan) {
         }
     }
 
-    std::lock_guard<std::mutex> lock(spawn_detail::inheritance_lock());
+    // Inheritable copies live only from here to CreateProcessW, and the handle list gives
+    // them to this child alone. What remains is a child started meanwhile by other code of
+    // this process with bInheritHandles and no list (system(), _popen): it inherits every
+    // inheritable handle, these copies included.
     unique_handle inheritable[3];
     HANDLE list[3];
     DWORD listed = 0;
