@@ -295,6 +295,19 @@ TEST_CASE("Windows: exec runs cmd.exe; a batch file goes through cmd.exe too") {
         auto b = co_await conflux::exec_file(batch.string(), {"one two"}, no_check);
         CHECK(b.out == "batch one two\r\n");
         CHECK(b.status.code() == 7);
+        // Found in PATH by its PATHEXT extension, without one in the name.
+        exec_options in_path{.env_set = {{"PATH", dir.path.string()}}, .check = false};
+        auto c = co_await conflux::exec_file("hello", {"three"}, in_path);
+        CHECK(c.out == "batch three\r\n");
+        CHECK(c.status.code() == 7);
+        // Characters cmd.exe would interpret are refused in a batch file's arguments.
+        bool refused = false;
+        try {
+            co_await conflux::exec_file(batch.string(), {"a&b"}, no_check);
+        } catch (const std::invalid_argument&) {
+            refused = true;
+        }
+        CHECK(refused);
     });
 }
 
