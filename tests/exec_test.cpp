@@ -118,7 +118,9 @@ TEST_CASE("Windows: a timeout bounds exec when a grandchild holds the pipes, wit
         std::string out;
         run([&]() -> task<> {
             try {
-                exec_options o{.timeout = 500ms, .kill_tree = tree};
+                // Long enough for the child to start its grandchild and say so on a loaded
+                // machine (a process starts slowly under Wine), far below the 20 s they sleep.
+                exec_options o{.timeout = 3s, .kill_tree = tree};
                 co_await conflux::exec_file(child(), {"grandchild", "20000", "20000"}, o);
                 FAIL("no throw");
             } catch (const conflux::process_error& e) {
@@ -127,7 +129,7 @@ TEST_CASE("Windows: a timeout bounds exec when a grandchild holds the pipes, wit
                 out = e.result().out;
             }
         });
-        CHECK(clock_type::now() - start < 10s);
+        CHECK(clock_type::now() - start < 15s);
         const unsigned long grandchild = grandchild_pid(out);
         REQUIRE(grandchild != 0);
         if (tree) {
@@ -199,6 +201,36 @@ TEST_CASE("Windows: wait_delay: pipes held after the exit end the call with outp
     const unsigned long grandchild = grandchild_pid(out);
     REQUIRE(grandchild != 0);
     CHECK(gone_within(grandchild, 5s)); // kill_tree: ended with the call
+}
+
+TEST_CASE("Windows: conflux::run returning with detached tasks mid-exec and mid-read leaves no "
+          "child") {
+    conflux_test::watchdog dog(20s);
+    unsigned long leader = 0;
+    unsigned long grandchild = 0;
+    run([&]() -> task<> {
+        // An exec in progress, and a spawned tree with a read in flight on its stdout: both
+        // are still pending when run() returns and the loop goes away.
+        auto calling = [&]() -> task<> {
+            exec_options o{.kill_tree = true};
+            co_await conflux::exec_file(child(), {"sleep", "20000"}, o);
+        };
+        conflux::detach(calling());
+        conflux::spawn_options so{.kill_tree = true};
+        auto c = conflux::spawn(child(), {"grandchild", "20000", "20000"}, so);
+        leader = c.pid();
+        auto line = co_await c.out().read_line();
+        REQUIRE(line);
+        grandchild = grandchild_pid(*line);
+        auto reading = [](conflux::child_process held) -> task<> {
+            co_await held.out().read_all();
+        };
+        conflux::detach(reading(std::move(c)));
+        co_await conflux::sleep_for(300ms);
+    });
+    REQUIRE(grandchild != 0);
+    CHECK(gone_within(leader, 5s));
+    CHECK(gone_within(grandchild, 5s));
 }
 
 #else
