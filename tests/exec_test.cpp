@@ -7,6 +7,233 @@
 
 #include <doctest/doctest.h>
 
+#if defined(_WIN32)
+// Windows: the Linux cases below use /bin/sh, the POSIX helper and process groups; these
+// cover the same failure paths with helpers/windows/child.cpp and Job objects.
+
+#include "support/test_support.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+using namespace std::chrono_literals;
+using conflux::exec_options;
+using conflux::task;
+
+namespace {
+
+std::string child() {
+    wchar_t self[MAX_PATH];
+    const DWORD n = ::GetModuleFileNameW(nullptr, self, MAX_PATH);
+    return (std::filesystem::path(std::wstring(self, n)).parent_path() / "conflux_win_child.exe")
+        .string();
+}
+
+template <class F>
+auto run(F f) {
+    return conflux::run(f());
+}
+
+using clock_type = std::chrono::steady_clock;
+
+bool gone_within(unsigned long pid, std::chrono::milliseconds limit) {
+    HANDLE h = ::OpenProcess(SYNCHRONIZE, FALSE, pid);
+    if (h == nullptr) return true;
+    const DWORD r = ::WaitForSingleObject(h, static_cast<DWORD>(limit.count()));
+    ::CloseHandle(h);
+    return r == WAIT_OBJECT_0;
+}
+
+void end_process(unsigned long pid) {
+    HANDLE h = ::OpenProcess(PROCESS_TERMINATE, FALSE, pid);
+    if (h == nullptr) return;
+    ::TerminateProcess(h, 1);
+    ::CloseHandle(h);
+}
+
+unsigned long grandchild_pid(const std::string& out) {
+    const std::string tag = "grandchild ";
+    if (out.compare(0, tag.size(), tag) != 0) return 0;
+    return std::stoul(out.substr(tag.size()));
+}
+
+} // namespace
+
+TEST_CASE("Windows: a failing exit throws process_error carrying the result") {
+    conflux_test::watchdog dog(10s);
+    run([]() -> task<> {
+        try {
+            co_await conflux::exec_file(child(), {"stderr", "it broke"});
+            FAIL("no throw");
+        } catch (const conflux::process_error& e) {
+            CHECK(e.status().code() == 1);
+            CHECK(e.result().err == "it broke\n");
+            CHECK(std::string(e.what()).find("it broke") != std::string::npos);
+        }
+    });
+}
+
+TEST_CASE("Windows: input goes to stdin, then end of file") {
+    conflux_test::watchdog dog(10s);
+    run([]() -> task<> {
+        exec_options o{.input = std::string(300 * 1024, 'i')};
+        auto r = co_await conflux::exec_file(child(), {"cat"}, o);
+        CHECK(r.out == o.input);
+        exec_options none;
+        CHECK((co_await conflux::exec_file(child(), {"cat"}, none)).out.empty());
+    });
+}
+
+TEST_CASE("Windows: max_buffer: N fits, N+1 kills the child and keeps the first N bytes") {
+    conflux_test::watchdog dog(10s);
+    run([]() -> task<> {
+        exec_options fits{.max_buffer = 1000};
+        CHECK((co_await conflux::exec_file(child(), {"spew", "1000"}, fits)).out.size() == 1000);
+        try {
+            exec_options over{.max_buffer = 1000};
+            co_await conflux::exec_file(child(), {"spew", "100000000"}, over);
+            FAIL("no throw");
+        } catch (const conflux::process_error& e) {
+            CHECK(e.buffer_overflow());
+            CHECK(e.result().out == std::string(1000, 'x'));
+        }
+    });
+}
+
+TEST_CASE("Windows: a timeout bounds exec when a grandchild holds the pipes, with and without "
+          "kill_tree") {
+    conflux_test::watchdog dog(30s);
+    for (bool tree : {false, true}) {
+        CAPTURE(tree);
+        const auto start = clock_type::now();
+        std::string out;
+        run([&]() -> task<> {
+            try {
+                // Long enough for the child to start its grandchild and say so on a loaded
+                // machine (a process starts slowly under Wine), far below the 20 s they sleep.
+                exec_options o{.timeout = 3s, .kill_tree = tree};
+                co_await conflux::exec_file(child(), {"grandchild", "20000", "20000"}, o);
+                FAIL("no throw");
+            } catch (const conflux::process_error& e) {
+                CHECK(e.timed_out());
+                CHECK(e.status().signal() == SIGTERM);
+                out = e.result().out;
+            }
+        });
+        CHECK(clock_type::now() - start < 15s);
+        const unsigned long grandchild = grandchild_pid(out);
+        REQUIRE(grandchild != 0);
+        if (tree) {
+            CHECK(gone_within(grandchild, 5s));
+        } else {
+            // Not in the tree that was ended: still there (the test ends it).
+            CHECK(!gone_within(grandchild, 0ms));
+            end_process(grandchild);
+        }
+    }
+}
+
+TEST_CASE("Windows: cancellation ends exec while the child runs and after its exit") {
+    conflux_test::watchdog dog(20s);
+    run([]() -> task<> {
+        std::stop_source stop;
+        exec_options o{.stop_token = stop.get_token()};
+        auto cancel = [&]() -> task<> {
+            co_await conflux::sleep_for(200ms);
+            stop.request_stop();
+        };
+        const auto start = clock_type::now();
+        bool cancelled = false;
+        auto call = [&]() -> task<> {
+            try {
+                co_await conflux::exec_file(child(), {"sleep", "20000"}, o);
+            } catch (const conflux::operation_cancelled&) {
+                cancelled = true;
+            }
+        };
+        co_await conflux::when_all(call(), cancel());
+        CHECK(cancelled);
+        CHECK(clock_type::now() - start < 10s);
+
+        // After the child's exit, a grandchild holding the pipes: the call still ends.
+        std::stop_source stop2;
+        exec_options o2{.kill_tree = true, .stop_token = stop2.get_token()};
+        auto cancel2 = [&]() -> task<> {
+            co_await conflux::sleep_for(300ms);
+            stop2.request_stop();
+        };
+        bool cancelled2 = false;
+        auto call2 = [&]() -> task<> {
+            try {
+                co_await conflux::exec_file(child(), {"grandchild", "20000", "0"}, o2);
+            } catch (const conflux::operation_cancelled&) {
+                cancelled2 = true;
+            }
+        };
+        co_await conflux::when_all(call2(), cancel2());
+        CHECK(cancelled2);
+    });
+}
+
+TEST_CASE("Windows: wait_delay: pipes held after the exit end the call with output_incomplete") {
+    conflux_test::watchdog dog(20s);
+    std::string out;
+    run([&]() -> task<> {
+        try {
+            exec_options o{.kill_tree = true, .wait_delay = 300ms};
+            co_await conflux::exec_file(child(), {"grandchild", "20000", "0"}, o);
+            FAIL("no throw");
+        } catch (const conflux::process_error& e) {
+            CHECK(e.output_incomplete());
+            CHECK(e.status().code() == 0);
+            out = e.result().out;
+        }
+    });
+    const unsigned long grandchild = grandchild_pid(out);
+    REQUIRE(grandchild != 0);
+    CHECK(gone_within(grandchild, 5s)); // kill_tree: ended with the call
+}
+
+TEST_CASE("Windows: conflux::run returning with detached tasks mid-exec and mid-read leaves no "
+          "child") {
+    conflux_test::watchdog dog(20s);
+    unsigned long leader = 0;
+    unsigned long grandchild = 0;
+    run([&]() -> task<> {
+        // An exec in progress, and a spawned tree with a read in flight on its stdout: both
+        // are still pending when run() returns and the loop goes away.
+        auto calling = [&]() -> task<> {
+            exec_options o{.kill_tree = true};
+            co_await conflux::exec_file(child(), {"sleep", "20000"}, o);
+        };
+        conflux::detach(calling());
+        conflux::spawn_options so{.kill_tree = true};
+        auto c = conflux::spawn(child(), {"grandchild", "20000", "20000"}, so);
+        leader = c.pid();
+        auto line = co_await c.out().read_line();
+        REQUIRE(line);
+        grandchild = grandchild_pid(*line);
+        auto reading = [](conflux::child_process held) -> task<> {
+            co_await held.out().read_all();
+        };
+        conflux::detach(reading(std::move(c)));
+        co_await conflux::sleep_for(300ms);
+    });
+    REQUIRE(grandchild != 0);
+    CHECK(gone_within(leader, 5s));
+    CHECK(gone_within(grandchild, 5s));
+}
+
+#else
 #include "support/scratch.hpp"
 #include "support/test_support.hpp"
 
@@ -336,3 +563,5 @@ TEST_CASE("conflux::run returning with detached tasks mid-exec leaves no child a
         CHECK(count == 2);
     }
 }
+
+#endif

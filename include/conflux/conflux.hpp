@@ -28,10 +28,13 @@
 
 #if CONFLUX_HAS_PROCESSES
 #include <conflux/exec.hpp>
-#include <conflux/pipeline.hpp>
 #include <conflux/process.hpp>
 #include <conflux/process_options.hpp>
 #include <conflux/stream.hpp>
+#endif
+
+#if CONFLUX_HAS_PIPELINES
+#include <conflux/pipeline.hpp>
 #endif
 
 #if CONFLUX_HAS_FORK_IPC

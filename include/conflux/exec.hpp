@@ -2,11 +2,6 @@
 
 #include <conflux/detail/cpp20.hpp>
 
-#if !CONFLUX_HAS_PROCESSES
-#error "conflux/exec.hpp: child processes are not supported on Windows yet"
-#include <conflux/detail/compilation_stopped_by_the_error_above>
-#endif
-
 // `exec` and `exec_file`: run a program to completion and capture its output (Node.js's
 // `child_process.exec` / `execFile`). process.hpp includes this header after defining
 // `spawn`; included first, this header includes process.hpp, whose own include of it is
@@ -81,8 +76,11 @@ private:
 
 namespace detail {
 
+// `shell_command`: on Windows, the command `exec` hands to the shell `program` as it is (its
+// command line is cmd.exe's, not one argument quoted for the C runtime).
 inline task<exec_result> run_exec(std::string label, std::string program,
-                                  std::vector<std::string> args, exec_options o) {
+                                  std::vector<std::string> args, exec_options o,
+                                  std::optional<std::string> shell_command = std::nullopt) {
     std::stop_token outer = o.stop_token;
     if (!outer.stop_possible()) outer = co_await get_stop_token();
     if (outer.stop_requested()) throw operation_cancelled();
@@ -91,7 +89,13 @@ inline task<exec_result> run_exec(std::string label, std::string program,
     if (o.wait_delay && o.wait_delay->count() < 0) {
         throw std::invalid_argument(label + ": wait_delay is negative");
     }
+#if CONFLUX_PLATFORM_WINDOWS
+    launched l = launch(make_launch_request(program, std::span(args), o),
+                        shell_command ? &*shell_command : nullptr);
+#else
     launched l = launch(make_launch_request(program, std::span(args), o));
+    (void)shell_command; // POSIX shells take the command as an argument
+#endif
     auto state = std::make_shared<child_state>(loop, std::move(l), std::string(program));
     // Kill-on-drop: if this coroutine is destroyed half-way, the child (and with kill_tree
     // its group) dies with it.
@@ -267,6 +271,8 @@ template <std::same_as<std::filesystem::path> Path>
 }
 
 /// Runs `command` through the shell (`.shell -c command`, default /bin/sh) like `exec_file`.
+/// On Windows through cmd.exe: `.shell /d /s /c "command"`, where an empty `.shell` (the
+/// default there) is %COMSPEC%.
 /// Only for commands the program wrote itself: anything user-supplied belongs in
 /// `exec_file`'s arguments, which no shell ever interprets.
 ///
@@ -284,9 +290,14 @@ template <std::same_as<std::filesystem::path> Path>
                                             detail::options_arg<exec_options> options) {
     std::string shell = options.shell;
     std::string label = "exec \"" + std::string(command) + "\"";
+#if CONFLUX_PLATFORM_WINDOWS
+    return detail::run_exec(std::move(label), std::move(shell), {}, std::move(options),
+                            std::string(command));
+#else
     std::vector<std::string> args{"-c", std::string(command)};
     return detail::run_exec(std::move(label), std::move(shell), std::move(args),
                             std::move(options));
+#endif
 }
 
 /// `exec` with default options.

@@ -2,7 +2,7 @@
 
 #include <conflux/detail/cpp20.hpp>
 
-#if !CONFLUX_HAS_PROCESSES
+#if !CONFLUX_HAS_PIPELINES
 #error "conflux/pipeline.hpp: pipelines are not supported on Windows yet"
 #include <conflux/detail/compilation_stopped_by_the_error_above>
 #endif

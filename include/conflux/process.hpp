@@ -2,11 +2,6 @@
 
 #include <conflux/detail/cpp20.hpp>
 
-#if !CONFLUX_HAS_PROCESSES
-#error "conflux/process.hpp: child processes are not supported on Windows yet"
-#include <conflux/detail/compilation_stopped_by_the_error_above>
-#endif
-
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/exit_status.hpp>
@@ -54,6 +49,10 @@ namespace conflux {
 ///
 /// A handle kept after its loop is destroyed still answers `pid()`, `status()` and `kill()`;
 /// its streams are closed, and `wait()` throws `std::logic_error`.
+///
+/// On Windows the exit is posted to the loop's completion port by the system's thread pool,
+/// each child runs in a Job object of its own (`kill_tree` ends the job), and signals are
+/// mapped as libuv maps them (`kill`); docs/install.md, "Child processes on Windows".
 ///
 /// With `kill_tree`, the leader's exit is read without reaping it: its zombie keeps the
 /// process group's id reserved, so `kill()` and the drop can still signal the group safely.
@@ -140,7 +139,9 @@ public:
     /// its zombie keeps the group id reserved (the group may then be empty: true means the
     /// signal was sent, not that a process received it). Returns false when there is nobody
     /// to signal: the child has exited (without `kill_tree`). Throws `std::system_error`
-    /// (EINVAL) for an invalid signal.
+    /// (EINVAL) for an invalid signal. On Windows SIGTERM, 9 (SIGKILL), SIGINT and SIGQUIT
+    /// end the child (its job with `kill_tree`) with TerminateProcess, 0 probes, and other
+    /// signals throw `std::system_error` (ENOSYS).
     bool kill(int signal = SIGTERM) {
         if (signal < 0 || signal >= NSIG) {
             throw std::system_error(EINVAL, std::system_category(),

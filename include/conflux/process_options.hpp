@@ -2,11 +2,6 @@
 
 #include <conflux/detail/cpp20.hpp>
 
-#if !CONFLUX_HAS_PROCESSES
-#error "conflux/process_options.hpp: child processes are not supported on Windows yet"
-#include <conflux/detail/compilation_stopped_by_the_error_above>
-#endif
-
 #include <conflux/detail/platform.hpp>
 #include <conflux/detail/process_types.hpp>
 
@@ -137,11 +132,13 @@ struct spawn_options {
     /// Kill the child with `kill_signal` after this long; 0 = never.
     std::chrono::milliseconds timeout{0};
     /// Signal for timeout, cancellation and `max_buffer`; SIGKILL follows after `kill_grace`
-    /// if the child is still alive.
+    /// if the child is still alive. Windows: any of SIGTERM, SIGINT, SIGQUIT, 9 ends the
+    /// child at once (TerminateProcess), and `kill_grace` is not used.
     int kill_signal = SIGTERM;
     std::chrono::milliseconds kill_grace{2000};
     /// Put the child in its own process group and signal the whole group (all descendants
-    /// that stayed in it) on timeout, cancellation, `kill()` and drop.
+    /// that stayed in it) on timeout, cancellation, `kill()` and drop. Windows: the child's
+    /// Job object is ended, with every descendant (none can leave it).
     bool kill_tree = false;
     /// setrlimit(2) in the child before exec.
     std::vector<resource_limit> rlimits{};
@@ -149,7 +146,8 @@ struct spawn_options {
     /// included (execa's `cleanup`); ignored with `detached`. Linux: PR_SET_PDEATHSIG, which
     /// follows the thread that started the child, so children started off the main thread
     /// are started by a thread the library keeps for that (docs/process.md, "Children that
-    /// die with the parent").
+    /// die with the parent"). Windows: the child's Job object kills it, and its descendants,
+    /// when this process ends (JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE).
     bool cleanup = true;
     /// Stopping it kills the child (`kill_signal`, then SIGKILL after `kill_grace`).
     std::stop_token stop_token{};
@@ -212,8 +210,14 @@ struct exec_options {
     /// with `output_incomplete()` and the child's exit status; with `kill_tree` the group is
     /// ended (`kill_signal`, then SIGKILL). `0ms` stops reading at the exit.
     std::optional<std::chrono::milliseconds> wait_delay{};
+#if CONFLUX_PLATFORM_WINDOWS
+    /// The shell `exec` runs the command with (`shell /d /s /c "command"`); empty: the
+    /// child's %COMSPEC%, else cmd.exe.
+    std::string shell{};
+#else
     /// The shell `exec` runs the command with (`shell -c command`).
     std::string shell = "/bin/sh";
+#endif
 };
 
 } // namespace conflux

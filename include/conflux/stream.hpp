@@ -2,11 +2,6 @@
 
 #include <conflux/detail/cpp20.hpp>
 
-#if !CONFLUX_HAS_PROCESSES
-#error "conflux/stream.hpp: pipe streams are not supported on Windows yet"
-#include <conflux/detail/compilation_stopped_by_the_error_above>
-#endif
-
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
 #include <conflux/task.hpp>
@@ -49,9 +44,10 @@ public:
     /// An empty stream (`is_open()` false).
     readable_stream() noexcept = default;
 
-    /// Adopts `fd` (closes it on destruction), makes it non-blocking and watches it on `loop`.
-    /// `name` appears in error messages.
-    readable_stream(int fd, event_loop& loop, std::string name = "stream")
+    /// Adopts `fd` (closes it on destruction), makes it non-blocking and watches it on `loop`
+    /// (on Windows: a pipe handle opened for overlapped I/O, associated with the loop's
+    /// completion port). `name` appears in error messages.
+    readable_stream(conflux::native_handle fd, event_loop& loop, std::string name = "stream")
         : stream_base(fd, loop, std::move(name)) {}
 
     readable_stream(readable_stream&&) noexcept = default;
@@ -306,8 +302,9 @@ class writable_stream : private detail::stream_base {
 public:
     writable_stream() noexcept = default;
 
-    /// Adopts `fd`, makes it non-blocking and watches it on `loop`.
-    writable_stream(int fd, event_loop& loop, std::string name = "stream")
+    /// Adopts `fd`, makes it non-blocking and watches it on `loop` (on Windows: as for
+    /// `readable_stream`).
+    writable_stream(conflux::native_handle fd, event_loop& loop, std::string name = "stream")
         : stream_base(fd, loop, std::move(name)) {}
 
     writable_stream(writable_stream&&) noexcept = default;

@@ -8,6 +8,13 @@
 // status is read with WNOWAIT and the zombie is kept until this state is destroyed. A pid
 // that is still a zombie cannot be handed to a new process, so the group id (the leader's
 // pid) cannot be reused either, and a signal to the group can never reach a stranger.
+// (On Windows the state is child_state_windows.hpp, with the same members.)
+
+#include <conflux/detail/platform.hpp>
+
+#if CONFLUX_PLATFORM_WINDOWS
+#include <conflux/detail/child_state_windows.hpp>
+#else
 
 #include <conflux/error.hpp>
 #include <conflux/event_loop.hpp>
@@ -432,3 +439,4 @@ private:
 };
 
 } // namespace conflux::detail
+#endif

@@ -5,14 +5,19 @@
 // executes the prepared plan (detail/spawn.hpp).
 
 #include <conflux/process_options.hpp>
-#include <conflux/detail/launch_io.hpp>
-#include <conflux/detail/orphans.hpp>
+#include <conflux/detail/platform.hpp>
 #include <conflux/detail/spawn.hpp>
 #include <conflux/detail/system_error.hpp>
+#if CONFLUX_PLATFORM_POSIX
+#include <conflux/detail/launch_io.hpp>
+#include <conflux/detail/orphans.hpp>
 #include <conflux/detail/unique_fd.hpp>
+#endif
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -40,8 +45,8 @@ struct launch_request {
     bool detached = false;
     bool new_group = false;
     bool cleanup = false;
-    std::optional<uid_t> uid;
-    std::optional<gid_t> gid;
+    std::optional<std::uint32_t> uid;
+    std::optional<std::uint32_t> gid;
     const std::vector<resource_limit>* rlimits = nullptr;
 };
 
@@ -83,25 +88,13 @@ inline std::vector<stdio_spec> shared_output_stdio(std::vector<stdio_spec> given
     return given;
 }
 
-/// The parent's end of a pipe to the child's descriptor `child_fd`.
-struct parent_pipe {
-    int child_fd = -1;
-    bool parent_writes = false;
-    unique_fd fd;
-};
-
-struct launched {
-    pid_t pid = -1;
-    unique_fd pidfd;
-    std::vector<parent_pipe> pipes;
-};
-
 inline void reject_nul(std::string_view s, const char* what) {
     if (s.find('\0') != std::string_view::npos) {
         throw std::invalid_argument(std::string("conflux::spawn: NUL byte in ") + what);
     }
 }
 
+#if CONFLUX_PLATFORM_POSIX
 /// `spawn "prog"` or `spawn "prog" (chdir "/dir")`: what a spawn error names.
 [[noreturn]] inline void throw_spawn_error(int err, std::string_view program, spawn_step step,
                                            const std::filesystem::path& cwd) {
@@ -118,12 +111,24 @@ inline void reject_nul(std::string_view s, const char* what) {
     throw std::system_error(err, std::system_category(), what);
 }
 
-/// The child's environment as "NAME=value" strings.
-inline std::vector<std::string> build_environment(const launch_request& r) {
+#endif
+
+/// The key a variable is found by: its name, and on Windows, where names differ only in
+/// case are the same variable, its name in upper case.
+inline std::string environment_key(std::string_view name) {
+    std::string key(name);
+#if CONFLUX_PLATFORM_WINDOWS
+    for (char& c : key) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+#endif
+    return key;
+}
+
+/// The child's environment as (name, value) pairs.
+inline env_vars build_environment_vars(const launch_request& r) {
     std::vector<std::pair<std::string, std::string>> vars;
     std::unordered_map<std::string, std::size_t> index;
     auto put = [&](std::string name, std::string value) {
-        auto [it, fresh] = index.try_emplace(name, vars.size());
+        auto [it, fresh] = index.try_emplace(environment_key(name), vars.size());
         if (fresh) {
             vars.emplace_back(std::move(name), std::move(value));
         } else {
@@ -152,16 +157,34 @@ inline std::vector<std::string> build_environment(const launch_request& r) {
     }
     for (const auto& name : *r.env_unset) {
         reject_nul(name, "an environment variable name");
-        if (auto it = index.find(name); it != index.end()) vars[it->second].first.clear();
+        if (auto it = index.find(environment_key(name)); it != index.end()) {
+            vars[it->second].first.clear();
+        }
     }
+    std::erase_if(vars, [](const auto& v) { return v.first.empty(); });
+    return vars;
+}
+
+/// The child's environment as "NAME=value" strings.
+inline std::vector<std::string> build_environment(const launch_request& r) {
     std::vector<std::string> out;
-    out.reserve(vars.size());
-    for (auto& [name, value] : vars) {
-        if (name.empty()) continue;
-        out.push_back(name + "=" + value);
-    }
+    for (auto& [name, value] : build_environment_vars(r)) out.push_back(name + "=" + value);
     return out;
 }
+
+#if CONFLUX_PLATFORM_POSIX
+/// The parent's end of a pipe to the child's descriptor `child_fd`.
+struct parent_pipe {
+    int child_fd = -1;
+    bool parent_writes = false;
+    unique_fd fd;
+};
+
+struct launched {
+    pid_t pid = -1;
+    unique_fd pidfd;
+    std::vector<parent_pipe> pipes;
+};
 
 inline const std::string* find_var(const std::vector<std::string>& env, std::string_view name) {
     for (const auto& entry : env) {
@@ -325,4 +348,10 @@ inline launched launch(const launch_request& r) {
     return out; // child_ends and dev_null close here: only the child holds them now
 }
 
+#endif
+
 } // namespace conflux::detail
+
+#if CONFLUX_PLATFORM_WINDOWS
+#include <conflux/detail/launch_windows.hpp>
+#endif

@@ -42,8 +42,10 @@
 // What of conflux this platform has. The core, threads, channels, buffers and shared memory
 // within one process exist everywhere; a public header of a facility this platform lacks stops
 // at its first lines with one #error naming it (docs/install.md lists them).
-/// Child processes: spawn, exec, pipelines, streams on pipes.
-#define CONFLUX_HAS_PROCESSES CONFLUX_PLATFORM_POSIX
+/// Child processes: spawn, exec, streams on pipes.
+#define CONFLUX_HAS_PROCESSES 1
+/// Pipelines of child processes joined by pipes of their own.
+#define CONFLUX_HAS_PIPELINES CONFLUX_PLATFORM_POSIX
 /// fork with an IPC channel, descriptors in messages, clusters, process-backed pools.
 #define CONFLUX_HAS_FORK_IPC CONFLUX_PLATFORM_POSIX
 /// TCP and Unix-domain sockets.

@@ -6,12 +6,22 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 namespace conflux::detail {
 
+/// An operation that completes through the loop's port: an overlapped read or write, or a
+/// child's exit (posted by the thread pool's wait). The port hands the OVERLAPPED back, and
+/// the loop calls `on_complete` on its own thread with the bytes transferred. The OVERLAPPED
+/// is the first member, so the pointer the port returns is the operation's.
+struct iocp_operation {
+    OVERLAPPED overlapped{};
+    void (*on_complete)(iocp_operation* op, DWORD bytes) noexcept = nullptr;
+};
+
 /// The Windows backend of the event loop: an I/O completion port, which other threads wake by
-/// posting a packet to it. Completion-based I/O (overlapped reads and writes, later) will
-/// complete on the same port; the loop's timers and cross-thread wake-ups need nothing more.
+/// posting a packet to it. Overlapped reads and writes on handles associated with the port,
+/// and the exits of children, complete on the same port as `iocp_operation`s.
 class iocp_reactor {
 public:
     /// Packets taken from the port per system call.
@@ -55,6 +65,9 @@ public:
         for (ULONG i = 0; i < n; ++i) {
             if (entries[i].lpCompletionKey == wake_key) {
                 m_wake_pending.store(false, std::memory_order_release);
+            } else if (entries[i].lpOverlapped != nullptr) {
+                auto* op = reinterpret_cast<iocp_operation*>(entries[i].lpOverlapped);
+                op->on_complete(op, entries[i].dwNumberOfBytesTransferred);
             }
         }
         return static_cast<int>(n);
@@ -63,8 +76,22 @@ public:
     /// The port, for I/O handles to be associated with.
     HANDLE port() const noexcept { return m_port; }
 
+    /// Makes the overlapped operations on `handle` complete on this port.
+    void associate(HANDLE handle, std::string_view name) {
+        if (::CreateIoCompletionPort(handle, m_port, io_key, 0) == nullptr) {
+            throw_last_error("CreateIoCompletionPort", name);
+        }
+    }
+
+    /// Posts `op` to the port from any thread: the loop completes it with 0 bytes.
+    bool post(iocp_operation* op) noexcept { return post(m_port, op); }
+    static bool post(HANDLE port, iocp_operation* op) noexcept {
+        return ::PostQueuedCompletionStatus(port, 0, io_key, &op->overlapped) != FALSE;
+    }
+
 private:
     static constexpr ULONG_PTR wake_key = 1;
+    static constexpr ULONG_PTR io_key = 2;
 
     HANDLE m_port;
     std::atomic<bool> m_wake_pending{false};
