@@ -161,6 +161,43 @@ TEST_CASE("max_buffer holds exactly at a limit past the fourfold growth, on stdo
     });
 }
 
+TEST_CASE("reserve_output: capacity before the first read, bounded by max_buffer, checked") {
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const std::size_t mib = 1024 * 1024;
+        // Reserved for all of it, and reserved short of it: byte-exact either way.
+        for (std::size_t n : {std::size_t(0), 6 * mib, 6 * mib + 1}) {
+            exec_options o{.max_buffer = 0, .reserve_output = 6 * mib};
+            auto r = co_await conflux::exec_file(child(), {"out", std::to_string(n)}, o);
+            CHECK(r.out.size() == n);
+            CHECK(r.out.capacity() >= 6 * mib);
+            CHECK(is_pattern(r.out));
+        }
+        // Never more than max_buffer plus the byte that tells an overflow: the limit still holds.
+        exec_options bounded{
+            .kill_signal = SIGKILL, .max_buffer = 1000, .reserve_output = 64 * mib};
+        bool overflowed = false;
+        try {
+            co_await conflux::exec_file(child(), {"out", "5000"}, bounded);
+        } catch (const conflux::process_error& e) {
+            overflowed = e.buffer_overflow();
+            CHECK(e.result().out.size() == 1000);
+            CHECK(e.result().out.capacity() < 64 * mib);
+        }
+        CHECK(overflowed);
+        // A size no string can hold is refused before anything starts.
+        exec_options absurd{.max_buffer = 0, .reserve_output = ~std::size_t(0)};
+        bool refused = false;
+        try {
+            co_await conflux::exec_file(child(), {"out", "1"}, absurd);
+        } catch (const std::invalid_argument& e) {
+            refused = std::string(e.what()).find("reserve_output") != std::string::npos;
+        }
+        CHECK(refused);
+    });
+}
+
 TEST_CASE("large stdout and stderr at once, separate and merged with all") {
     conflux_test::watchdog dog(30s);
     no_leaks probe;

@@ -20,10 +20,12 @@
 #include <conflux/stream.hpp>
 #include <conflux/task.hpp>
 #include <conflux/when_all.hpp>
+#include <conflux/detail/capture_string.hpp>
 #include <conflux/detail/child_state.hpp>
 #include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/launch.hpp>
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <filesystem>
@@ -91,6 +93,17 @@ inline task<exec_result> run_exec(std::string label, std::string program,
     if (o.wait_delay && o.wait_delay->count() < 0) {
         throw std::invalid_argument(label + ": wait_delay is negative");
     }
+    exec_result res;
+    if (o.reserve_output != 0) {
+        if (o.reserve_output >= res.out.max_size()) {
+            throw std::invalid_argument(label + ": reserve_output of " +
+                                        std::to_string(o.reserve_output) + " bytes is too large");
+        }
+        // One byte past the limit: that is how read_into tells an overflow from an exact fit.
+        std::size_t capacity = o.reserve_output;
+        if (o.max_buffer != 0) capacity = std::min(capacity, o.max_buffer + 1);
+        reserve_for_capture(res.out, capacity);
+    }
     launched l = launch(make_launch_request(program, std::span(args), o));
     auto state = std::make_shared<child_state>(loop, std::move(l), std::string(program));
     // Kill-on-drop: if this coroutine is destroyed half-way, the child (and with kill_tree
@@ -106,7 +119,6 @@ inline task<exec_result> run_exec(std::string label, std::string program,
                       .bound_after_exit = true,
                       .wait_delay = o.wait_delay});
 
-    exec_result res;
     bool out_overflow = false;
     bool err_overflow = false;
     // Stopped by the state once the call is ended by us after the child's exit (timeout,
