@@ -101,7 +101,7 @@ inline task<exec_result> run_exec(std::string label, std::string program,
         }
         // One byte past the limit: that is how read_into tells an overflow from an exact fit.
         std::size_t capacity = o.reserve_output;
-        if (o.max_buffer != 0) capacity = std::min(capacity, o.max_buffer + 1);
+        if (o.max_buffer != 0 && o.max_buffer < capacity) capacity = o.max_buffer + 1;
         reserve_for_capture(res.out, capacity);
     }
     launched l = launch(make_launch_request(program, std::span(args), o));

@@ -117,9 +117,9 @@ public:
         // (no resize_and_overwrite), a read takes at most one pipe-full's worth of it.
         constexpr std::size_t pipe_full = 64 * 1024;
         constexpr std::size_t window = detail::appends_without_zeroing ? 1024 * 1024 : pipe_full;
-        // The capacity never needed: the limit plus the one byte that tells an overflow from
-        // an exact fit.
-        const std::size_t cap = limit != 0 ? limit + 1 : out.max_size();
+        // The most capacity the capture can use: the limit plus the one byte that tells an
+        // overflow from an exact fit.
+        const std::size_t cap = limit != 0 && limit < out.max_size() ? limit + 1 : out.max_size();
         const int fd = native_handle();
         // A read at a full string's end goes to `spill` first: the string grows only once
         // bytes have arrived, so the end of the stream never costs a reallocation.
