@@ -332,8 +332,9 @@ TEST_CASE("large captures are byte-exact across the string's growth, with and wi
     run([]() -> task<> {
         // Sizes at and around the points where the capture grows (1 MiB, then fourfold).
         const std::size_t mib = 1024 * 1024;
-        const std::array<std::size_t, 6> sizes{mib - 1,         mib,     mib + 1, 4 * mib,
-                                               4 * mib + 65539, 24 * mib};
+        const std::array<std::size_t, 11> sizes{
+            0,       64 * 1024 - 1,   64 * 1024 + 1, mib - 1,      mib,     mib + 1,
+            4 * mib, 4 * mib + 65539, 16 * mib,      16 * mib + 1, 24 * mib};
         for (std::size_t n : sizes) {
             exec_options unlimited{.max_buffer = 0};
             auto r = co_await conflux::exec_file(child(), {"out", std::to_string(n)}, unlimited);
@@ -356,6 +357,90 @@ TEST_CASE("large captures are byte-exact across the string's growth, with and wi
             CHECK(is_pattern(e.result().out));
         }
         CHECK(overflowed);
+    });
+}
+
+TEST_CASE("max_buffer holds exactly at a limit past the fourfold growth, on stdout and stderr") {
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    run([]() -> task<> {
+        // 17 MiB + 1: the capture grows 4 -> 16 MiB and is then capped at limit + 1.
+        const std::size_t limit = 17 * 1024 * 1024 + 1;
+        for (const char* which : {"out", "err"}) {
+            exec_options fits{.max_buffer = limit};
+            auto ok = co_await conflux::exec_file(child(), {which, std::to_string(limit)}, fits);
+            const std::string& kept = std::string(which) == "out" ? ok.out : ok.err;
+            CHECK(kept.size() == limit);
+            CHECK(is_pattern(kept));
+            exec_options over{.kill_signal = SIGKILL, .max_buffer = limit};
+            bool overflowed = false;
+            try {
+                co_await conflux::exec_file(child(), {which, std::to_string(limit + 1)}, over);
+            } catch (const conflux::process_error& e) {
+                overflowed = e.buffer_overflow();
+                const std::string& got =
+                    std::string(which) == "out" ? e.result().out : e.result().err;
+                CHECK(got.size() == limit);
+                CHECK(is_pattern(got));
+            }
+            CHECK(overflowed);
+        }
+    });
+}
+
+TEST_CASE("reserve_output: capacity before the first read, bounded by max_buffer, checked") {
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const std::size_t mib = 1024 * 1024;
+        // Reserved for all of it, and reserved short of it: byte-exact either way.
+        for (std::size_t n : {std::size_t(0), 6 * mib, 6 * mib + 1}) {
+            exec_options o{.max_buffer = 0, .reserve_output = 6 * mib};
+            auto r = co_await conflux::exec_file(child(), {"out", std::to_string(n)}, o);
+            CHECK(r.out.size() == n);
+            CHECK(r.out.capacity() >= 6 * mib);
+            CHECK(is_pattern(r.out));
+        }
+        // Never more than max_buffer plus the byte that tells an overflow: the limit still holds.
+        exec_options bounded{
+            .kill_signal = SIGKILL, .max_buffer = 1000, .reserve_output = 64 * mib};
+        bool overflowed = false;
+        try {
+            co_await conflux::exec_file(child(), {"out", "5000"}, bounded);
+        } catch (const conflux::process_error& e) {
+            overflowed = e.buffer_overflow();
+            CHECK(e.result().out.size() == 1000);
+            CHECK(e.result().out.capacity() < 64 * mib);
+        }
+        CHECK(overflowed);
+        // A size no string can hold is refused before anything starts.
+        exec_options absurd{.max_buffer = 0, .reserve_output = ~std::size_t(0)};
+        bool refused = false;
+        try {
+            co_await conflux::exec_file(child(), {"out", "1"}, absurd);
+        } catch (const std::invalid_argument& e) {
+            refused = std::string(e.what()).find("reserve_output") != std::string::npos;
+        }
+        CHECK(refused);
+    });
+}
+
+TEST_CASE("large stdout and stderr at once, separate and merged with all") {
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const std::size_t n = 20 * 1024 * 1024 + 3;
+        exec_options both{.max_buffer = 0};
+        auto r = co_await conflux::exec_file(child(), {"both", std::to_string(n)}, both);
+        CHECK(r.out.size() == n);
+        CHECK(r.err.size() == n);
+        CHECK(r.out.find_first_not_of('x') == std::string::npos);
+        CHECK(r.all.empty());
+        exec_options merged{.max_buffer = 0, .all = true};
+        auto m = co_await conflux::exec_file(child(), {"both", std::to_string(n)}, merged);
+        CHECK(m.out.size() == n);
+        CHECK(m.err.size() == n);
+        CHECK(m.all.size() == 2 * n);
     });
 }
 

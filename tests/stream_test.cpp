@@ -247,6 +247,55 @@ TEST_CASE("read_into appends after what the string held, through full and spare 
     }());
 }
 
+TEST_CASE("read_into fills a string reserved ahead in place, and grows one past a huge page") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<> {
+        std::string data(9 * 1024 * 1024 + 4099, '\0');
+        for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13 % 241);
+        {
+            // Reserved for all of it: the bytes land where the string already is.
+            auto p = make_pipe();
+            auto writer = [&]() -> task<> {
+                co_await p.writer.write_all(data);
+                p.writer.close();
+            };
+            std::string out = "ab";
+            out.reserve(2 + data.size());
+            const char* const where = out.data();
+            const std::size_t capacity = out.capacity();
+            auto reader = [&]() -> task<> { co_await p.reader.read_into(out, 0, nullptr); };
+            co_await conflux::when_all(writer(), reader());
+            CHECK(out.data() == where);
+            CHECK(out.capacity() == capacity);
+            CHECK(out.size() == 2 + data.size());
+            CHECK(out.compare(2, std::string::npos, data) == 0);
+        }
+        {
+            // Grown from empty through 1 MiB, 4 MiB and 16 MiB of capacity, with a limit
+            // between two growth steps: exactly the limit is kept.
+            auto p = make_pipe();
+            auto writer = [&]() -> task<> {
+                try {
+                    co_await p.writer.write_all(data);
+                } catch (const std::system_error&) { // the reader closed after the overflow
+                }
+                p.writer.close();
+            };
+            const std::size_t limit = 5 * 1024 * 1024 + 3;
+            std::string out;
+            bool overflow = false;
+            auto reader = [&]() -> task<> {
+                co_await p.reader.read_into(out, limit, &overflow);
+                p.reader.close();
+            };
+            co_await conflux::when_all(writer(), reader());
+            CHECK(overflow);
+            CHECK(out.size() == limit);
+            CHECK(out.compare(0, limit, data, 0, limit) == 0);
+        }
+    }());
+}
+
 #if !defined(_WIN32)
 // SIGPIPE and the signal mask are POSIX's; on Windows a reader that went away is EPIPE alone,
 // which the buffered_writer case above checks.

@@ -15,10 +15,12 @@
 #include <conflux/stream.hpp>
 #include <conflux/task.hpp>
 #include <conflux/when_all.hpp>
+#include <conflux/detail/capture_string.hpp>
 #include <conflux/detail/child_state.hpp>
 #include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/launch.hpp>
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <filesystem>
@@ -89,6 +91,17 @@ inline task<exec_result> run_exec(std::string label, std::string program,
     if (o.wait_delay && o.wait_delay->count() < 0) {
         throw std::invalid_argument(label + ": wait_delay is negative");
     }
+    exec_result res;
+    if (o.reserve_output != 0) {
+        if (o.reserve_output >= res.out.max_size()) {
+            throw std::invalid_argument(label + ": reserve_output of " +
+                                        std::to_string(o.reserve_output) + " bytes is too large");
+        }
+        // One byte past the limit: that is how read_into tells an overflow from an exact fit.
+        std::size_t capacity = o.reserve_output;
+        if (o.max_buffer != 0 && o.max_buffer < capacity) capacity = o.max_buffer + 1;
+        reserve_for_capture(res.out, capacity);
+    }
 #if CONFLUX_PLATFORM_WINDOWS
     launched l = launch(make_launch_request(program, std::span(args), o),
                         shell_command ? &*shell_command : nullptr);
@@ -110,7 +123,6 @@ inline task<exec_result> run_exec(std::string label, std::string program,
                       .bound_after_exit = true,
                       .wait_delay = o.wait_delay});
 
-    exec_result res;
     bool out_overflow = false;
     bool err_overflow = false;
     // Stopped by the state once the call is ended by us after the child's exit (timeout,

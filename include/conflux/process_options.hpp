@@ -200,6 +200,12 @@ struct exec_options {
     /// Most bytes kept of stdout and of stderr each (Node's maxBuffer, default 1 MiB);
     /// 0 = unlimited. Beyond it the child is killed and `process_error` reports the overflow.
     std::size_t max_buffer = 1024 * 1024;
+    /// Bytes of capacity given to `exec_result::out` before the first read (at most
+    /// `max_buffer` plus one): a caller that knows roughly how much the child prints spares
+    /// the capture its growth (each growth copies what was read so far), and from 4 MiB on
+    /// the buffer is backed by huge pages from its first byte (Linux, transparent huge pages
+    /// in `madvise` mode). Capacity not written costs address space, not memory; 0 = none.
+    std::size_t reserve_output = 0;
     /// Also capture stdout and stderr together, in the order the reads returned them, into
     /// `exec_result::all` (execa's `all`), beside the separate ones. Costs a copy of every
     /// byte; `max_buffer` bounds each stream as before.

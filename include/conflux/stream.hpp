@@ -6,6 +6,8 @@
 #include <conflux/event_loop.hpp>
 #include <conflux/task.hpp>
 #include <conflux/detail/awaitable.hpp>
+#include <conflux/detail/capture_string.hpp>
+#include <conflux/detail/fd_io.hpp>
 #include <conflux/detail/stream_io.hpp>
 #include <conflux/detail/system_error.hpp>
 
@@ -92,21 +94,31 @@ public:
     /// Appends to `out` until end of stream, or until `out` holds `limit` bytes (0 = no
     /// limit) and one more is available, which sets `*overflow`. On cancellation what was
     /// read so far stays in `out` and `operation_cancelled` is thrown.
+    ///
+    /// Reads go straight into `out`'s spare capacity: an `out` reserved ahead (or reused from
+    /// an earlier call, `clear()`ed) is filled without growing. Grown here, `out` doubles up
+    /// to 1 MiB and then grows fourfold, and a large `out` is backed by huge pages where the
+    /// system gives them on request (Linux, transparent huge pages in `madvise` mode).
     [[nodiscard]] task<void> read_into(std::string& out, std::size_t limit, bool* overflow,
                                        std::stop_token token = {}) {
         if (!token.stop_possible()) token = co_await get_stop_token();
         auto busy = enter(m_slot, "read");
         if (overflow != nullptr) *overflow = false;
-        constexpr std::size_t chunk = 64 * 1024;
-        constexpr std::size_t grow_fast_from = std::size_t(1) << 20;
         if (m_pos < m_buffer.size()) {
             out.append(m_buffer, m_pos);
             m_buffer.clear();
             m_pos = 0;
         }
-        // A read at a full string's end goes to `spill` first: the string grows (by doubling,
-        // in append) only once bytes have arrived, so the end of the stream never costs a
-        // reallocation that copies everything read so far.
+        // One pipe-full per read. Where the spare capacity must be zero-filled before a read
+        // (no resize_and_overwrite), a read takes at most one pipe-full's worth of it.
+        constexpr std::size_t pipe_full = 64 * 1024;
+        constexpr std::size_t window = detail::appends_without_zeroing ? 1024 * 1024 : pipe_full;
+        // The most capacity the capture can use: the limit plus the one byte that tells an
+        // overflow from an exact fit.
+        const std::size_t cap = limit != 0 && limit < out.max_size() ? limit + 1 : out.max_size();
+        const int fd = native_handle();
+        // A read at a full string's end goes to `spill` first: the string grows only once
+        // bytes have arrived, so the end of the stream never costs a reallocation.
         std::unique_ptr<char[]> spill;
         for (;;) {
             if (limit != 0 && out.size() > limit) {
@@ -115,35 +127,29 @@ public:
                 co_return;
             }
             const std::size_t old = out.size();
-            // Read one byte past the limit: that is how an overflow is told from an exact fit.
-            std::size_t want = chunk;
-            if (limit != 0) want = std::min(chunk, limit + 1 - old);
+            const std::size_t want = std::min(window, cap - old);
             const std::size_t spare = out.capacity() - old;
+            detail::io_result r;
             if (spare < want && spare < 4096) {
-                if (!spill) spill = std::make_unique_for_overwrite<char[]>(chunk);
-                const std::size_t got = co_await read_raw(spill.get(), want, token);
-                if (got == 0) co_return;
-                if (old >= grow_fast_from) {
-                    // Past 1 MiB the string grows fourfold: pages not yet written cost address
-                    // space, not memory, and each growth copies (and faults in) all read so far.
-                    std::size_t next = old + std::min(old * 3, std::size_t(1) << 30);
-                    if (limit != 0) next = std::min(next, limit + 1);
-                    out.reserve(std::max(next, old + got));
+                if (!spill) spill = std::make_unique_for_overwrite<char[]>(pipe_full);
+                r = detail::fd_read_some(fd, spill.get(), std::min(want, pipe_full));
+                if (r.error == 0 && r.bytes != 0) {
+                    detail::reserve_for_capture(out, detail::capture_growth(old, r.bytes, cap));
+                    out.append(spill.get(), r.bytes);
                 }
-                out.append(spill.get(), got);
+            } else {
+                detail::append_in_place(out, std::min(want, spare),
+                                        [&](char* at, std::size_t n) noexcept {
+                                            r = detail::fd_read_some(fd, at, n);
+                                            return r.bytes;
+                                        });
+            }
+            if (r.error == 0) {
+                if (r.bytes == 0) co_return;
                 continue;
             }
-            want = std::min(want, spare);
-            out.resize(old + want);
-            std::size_t got = 0;
-            try {
-                got = co_await read_raw(out.data() + old, want, token);
-            } catch (...) {
-                out.resize(old);
-                throw;
-            }
-            out.resize(old + got);
-            if (got == 0) co_return;
+            if (!r.would_block()) detail::throw_system_error(r.error, "read", m_name);
+            co_await watch().readable(token);
         }
     }
 
