@@ -345,6 +345,27 @@ TEST_CASE("command_line refuses what no command line can carry") {
     CHECK_THROWS_AS((void)cw::command_line(nothing), std::invalid_argument);
 }
 
+TEST_CASE("command_line: argv[0] with spaces, tabs or nothing at all stays one argument") {
+    for (const std::string& program : {""s, " "s, "\t"s, "C:\\a b\\"s, "ünï 😀"s, "a\tb c"s}) {
+        const std::vector<std::string> argv = {program, "x"};
+        INFO(program);
+        CHECK(split_with_shell32(cw::command_line(argv)) == widened(argv));
+    }
+}
+
+TEST_CASE("command lines longer than CreateProcessW takes are refused, saying so") {
+    const std::vector<std::string> fits = {"p", std::string(32766 - 4, 'a')};
+    CHECK(cw::command_line(fits).size() == 32766);
+    const std::vector<std::string> too_long = {"p", std::string(32766 - 3, 'a')};
+    CHECK(message_of([&] { (void)cw::command_line(too_long); }).find("32767 characters long") !=
+          std::string::npos);
+    CHECK_THROWS_AS((void)cw::shell_command_line(std::string(40000, 'a'), L"cmd.exe"),
+                    std::invalid_argument);
+    const std::vector<std::string> args = {std::string(40000, 'a')};
+    CHECK_THROWS_AS((void)cw::batch_command_line(L"x.bat", args, L"cmd.exe"),
+                    std::invalid_argument);
+}
+
 TEST_CASE("a child started with command_line receives exactly its arguments") {
     // The helper's argv comes from its C runtime (msvcrt here: MinGW-w64 links it, and Wine
     // supplies its own). The UCRT of current Windows applies the same rules to everything
@@ -400,6 +421,10 @@ TEST_CASE("shell_command_line hands the whole command to cmd.exe with /d /s /c")
     REQUIRE(lines.size() >= 2);
     CHECK(lines[0] == "one");
     CHECK(lines[1] == "\"two\"");
+
+    // A shell command is the user's: %VARIABLE% expands, as it would typed at the prompt.
+    const run_result expanded = run(shell, cw::shell_command_line("echo [%OS%]", shell));
+    CHECK(lines_of(expanded.output).at(0) == "[Windows_NT]");
 
     CHECK(message_of([] {
               (void)cw::shell_command_line("echo a\necho b", L"cmd.exe");

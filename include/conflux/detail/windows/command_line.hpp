@@ -12,13 +12,11 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
 namespace conflux::detail::windows {
 
@@ -128,13 +126,28 @@ inline bool ends_with_ignoring_case(std::wstring_view text, std::wstring_view su
                       [](wchar_t a, wchar_t b) { return ascii_lower(a) == ascii_lower(b); });
 }
 
+// CreateProcessW takes at most 32767 characters including the terminating NUL, and fails
+// with a bare ERROR_INVALID_PARAMETER past that; saying so here names the cause. (cmd.exe reads
+// at most 8191 of them, and says "The command line is too long.")
+inline constexpr std::size_t max_command_line = 32766;
+
+inline std::wstring checked_length(std::wstring line, const char* what) {
+    if (line.size() > max_command_line) {
+        throw std::invalid_argument(std::string(what) + " is " + std::to_string(line.size()) +
+                                    " characters long; Windows takes at most " +
+                                    std::to_string(max_command_line));
+    }
+    return line;
+}
+
 } // namespace command_line_detail
 
 /// The `lpCommandLine` for `CreateProcessW` that CommandLineToArgvW and the MSVC runtime (UCRT,
 /// and msvcrt) split back into exactly `argv`. `argv[0]` is the program as given (always
 /// quoted: it may not contain '"'); the other arguments are quoted only when they need it.
 /// Throws `std::invalid_argument` for an empty argv, a '"' in argv[0], invalid UTF-8 or a NUL,
-/// naming the argument: `command line argv[2]: invalid UTF-8: truncated sequence at byte 3`.
+/// naming the argument (`command line argv[2]: invalid UTF-8: truncated sequence at byte 3`),
+/// and for a line longer than CreateProcessW takes (32766 characters).
 inline std::wstring command_line(std::span<const std::string> argv) {
     using namespace command_line_detail;
     if (argv.empty()) throw std::invalid_argument("command line: argv is empty");
@@ -144,7 +157,7 @@ inline std::wstring command_line(std::span<const std::string> argv) {
         out += L' ';
         append_argument(out, widen_named(argv[i], "command line argv[" + std::to_string(i) + "]"));
     }
-    return out;
+    return checked_length(std::move(out), "command line");
 }
 
 /// The command line that runs `command` through cmd.exe, for `exec(command)` and the `shell`
@@ -152,9 +165,9 @@ inline std::wstring command_line(std::span<const std::string> argv) {
 /// unchanged and cmd.exe reads it as a shell command: %VARIABLE% expands, & | < > ^ and quotes
 /// act. /d skips the AutoRun commands of the registry; /s makes cmd.exe remove exactly the
 /// first and the last quote after /c, so the command is never re-quoted by cmd's older
-/// heuristics. Throws `std::invalid_argument` for a '"' in comspec, invalid UTF-8, a NUL, or a
-/// line break in the command (cmd.exe would silently drop everything after it; join commands
-/// with & instead).
+/// heuristics. Throws `std::invalid_argument` for a '"' in comspec, invalid UTF-8, a NUL, a
+/// line break in the command (cmd.exe ends the command at a line feed and drops a carriage
+/// return; join commands with & instead), or a line longer than CreateProcessW takes.
 inline std::wstring shell_command_line(std::string_view command, std::wstring_view comspec) {
     using namespace command_line_detail;
     const std::wstring wide = widen_named(command, "shell command");
@@ -167,7 +180,7 @@ inline std::wstring shell_command_line(std::string_view command, std::wstring_vi
     out += L" /d /s /c \"";
     out += wide;
     out += L'"';
-    return out;
+    return checked_length(std::move(out), "shell command line");
 }
 
 /// True when CreateProcessW would run `program_path` through cmd.exe: its file name ends in
@@ -197,8 +210,10 @@ inline bool is_batch_file(std::wstring_view program_path) {
 /// then holds the quotes). An argument that cmd.exe would act on even inside quotes is refused
 /// with `std::invalid_argument` naming it (`batch file args[1] contains '%', ...`): a '"', a
 /// '%', a line break or another control character, invalid UTF-8 or a NUL. The same holds for
-/// the batch path; comspec may not contain '"'. What the batch file then does with its
-/// arguments (an unquoted %1 in a command, `call`, delayed expansion it enables) is its own.
+/// the batch path; comspec may not contain '"'; the line may not be longer than CreateProcessW
+/// takes. What the batch file then does with its arguments (an unquoted %1 in a command,
+/// `call`, delayed expansion it enables) is its own. Give `batch_path` in full (as
+/// find_program returns it): cmd.exe looks a bare name up in the current directory first.
 inline std::wstring batch_command_line(std::wstring_view batch_path,
                                        std::span<const std::string> args,
                                        std::wstring_view comspec) {
@@ -222,7 +237,7 @@ inline std::wstring batch_command_line(std::wstring_view batch_path,
         if (!plain) out += L'"';
     }
     out += L'"';
-    return out;
+    return checked_length(std::move(out), "batch command line");
 }
 
 } // namespace conflux::detail::windows
