@@ -519,6 +519,19 @@ TEST_CASE("batch_command_line: cmd.exe operators in arguments arrive literally a
     CHECK_FALSE(batch.injected());
 }
 
+TEST_CASE("batch_command_line: arguments outside ASCII arrive as given") {
+    // chcp 65001 makes echo write UTF-8 to the file rather than the OEM code page.
+    batch_fixture batch;
+    write_file(batch.script, "@echo off\r\nchcp 65001 >nul\r\n"s + std::string(echo_batch));
+    const std::vector<std::string> args = {"ünïcødé", "中文 字符", "😀"};
+    auto seen = batch.run_with(args);
+    REQUIRE(seen.size() == 9);
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        INFO("args[" << i << "]");
+        CHECK(seen[i] == args[i]);
+    }
+}
+
 TEST_CASE("batch_command_line refuses what cmd.exe acts on inside quotes, naming the argument") {
     const std::vector<std::pair<std::string, std::string>> refused = {
         {"\"&calc.exe", "'\"'"},
