@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -530,6 +531,75 @@ TEST_CASE("batch_command_line: arguments outside ASCII arrive as given") {
         INFO("args[" << i << "]");
         CHECK(seen[i] == args[i]);
     }
+}
+
+TEST_CASE("batch_command_line: random hostile arguments arrive as given or are refused") {
+    // Pieces that cmd.exe acts on outside quotes, with payloads that would leave a marker file
+    // if any of them ever ran, and the characters that must be refused.
+    const std::vector<std::string> pieces = {"a",
+                                             " ",
+                                             "\t",
+                                             "\\",
+                                             "&",
+                                             "|",
+                                             "<",
+                                             ">",
+                                             "^",
+                                             "(",
+                                             ")",
+                                             "!",
+                                             ",",
+                                             ";",
+                                             "=",
+                                             "@",
+                                             "ü",
+                                             "😀",
+                                             "&echo injected>marker.txt",
+                                             "\"",
+                                             "%",
+                                             "%OS%",
+                                             "\n",
+                                             "\r",
+                                             "\x1a"};
+    batch_fixture batch;
+    std::mt19937 random(20240410);
+    int delivered = 0;
+    int refused = 0;
+    for (int round = 0; round < 18; ++round) {
+        std::vector<std::string> args;
+        for (int i = 0; i < 9; ++i) {
+            std::string arg;
+            const int count = std::uniform_int_distribution<int>(0, 6)(random);
+            for (int k = 0; k < count; ++k) {
+                arg += pieces[std::uniform_int_distribution<std::size_t>(0, pieces.size() -
+                                                                                1)(random)];
+            }
+            const std::string_view refusable = "\"%\n\r\x1a";
+            // Most rounds keep to what may pass, so that many arguments reach the batch file.
+            if (round % 3 != 0 && arg.find_first_of(refusable) != std::string::npos) arg = "x";
+            args.push_back(arg);
+        }
+        const bool must_refuse = std::any_of(args.begin(), args.end(), [](const std::string& a) {
+            return a.find_first_of("\"%\n\r\x1a") != std::string::npos;
+        });
+        if (must_refuse) {
+            CHECK_THROWS_AS((void)cw::batch_command_line(batch.script.wstring(), args, batch.shell),
+                            std::invalid_argument);
+            ++refused;
+            continue;
+        }
+        write_file(batch.script, "@echo off\r\nchcp 65001 >nul\r\n"s + std::string(echo_batch));
+        const auto seen = batch.run_with(args);
+        REQUIRE(seen.size() == 9);
+        for (std::size_t i = 0; i < args.size(); ++i) {
+            INFO("round " << round << " args[" << i << "]: " << args[i]);
+            CHECK(seen[i] == args[i]);
+        }
+        ++delivered;
+    }
+    CHECK(delivered >= 8);
+    CHECK(refused >= 2);
+    CHECK_FALSE(batch.injected());
 }
 
 TEST_CASE("batch_command_line refuses what cmd.exe acts on inside quotes, naming the argument") {
