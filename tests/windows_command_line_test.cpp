@@ -254,7 +254,8 @@ TEST_CASE("widen refuses malformed UTF-8, saying where") {
         {"\xff", "cannot start a character"},
     };
     for (const auto& [text, expected] : bad) {
-        const std::string message = message_of([&] { (void)cw::widen(text); });
+        const std::string& input = text; // Clang before 16 cannot capture a structured binding
+        const std::string message = message_of([&] { (void)cw::widen(input); });
         INFO(message);
         CHECK(message.find("invalid UTF-8") != std::string::npos);
         CHECK(message.find(expected) != std::string::npos);
