@@ -788,4 +788,15 @@ TEST_CASE("find_program never looks in the current directory unless told to") {
     CHECK(cw::find_program(absolute, L"C:\\nowhere", L".EXE") == absolute + L".EXE");
     CHECK(cw::find_program(absolute + L".exe", L"", L"") == absolute + L".exe");
     CHECK(cw::find_program(absolute + L"-missing", L"", L"") == std::nullopt);
+    // So does a drive: "C:local" is local in drive C's current directory, and PATH is not
+    // searched for it.
+    const std::wstring drive = root.path().wstring().substr(0, 2);
+    REQUIRE(drive[1] == L':');
+    CHECK(cw::find_program(drive + L"local", L"", L"") == drive + L"local.EXE");
+    touch(root.path() / "elsewhere.exe");
+    fs::create_directories(root.path() / "sub");
+    current_directory below(root.path() / "sub");
+    CHECK(cw::find_program(drive + L"elsewhere", root.path().wstring(), L"") == std::nullopt);
+    CHECK(cw::find_program(L"elsewhere", root.path().wstring(), L"") ==
+          root.path().wstring() + L"\\elsewhere.EXE");
 }
