@@ -800,3 +800,40 @@ TEST_CASE("find_program never looks in the current directory unless told to") {
     CHECK(cw::find_program(L"elsewhere", root.path().wstring(), L"") ==
           root.path().wstring() + L"\\elsewhere.EXE");
 }
+
+TEST_CASE("plan_launch finds the program and builds its line; a batch file goes through cmd.exe") {
+    temp_dir root;
+    const fs::path tools = root.path() / "tools dir";
+    fs::create_directories(tools);
+    fs::copy_file(args_echo_path(), tools / "probe.exe");
+    write_file(tools / "probe2.bat", echo_batch);
+    const std::wstring path = L"C:\\nowhere;" + tools.wstring();
+    const std::wstring shell = comspec();
+
+    const std::vector<std::string> args = {"a b", "\"quoted\"", "tail\\"};
+    const auto program = cw::plan_launch("probe", args, path, L"", shell);
+    REQUIRE(program.has_value());
+    CHECK(program->application == tools.wstring() + L"\\probe.EXE");
+    const std::vector<std::string> expected = {"probe", "a b", "\"quoted\"", "tail\\"};
+    CHECK(decode_hex_lines(run(program->application, program->command_line).output) ==
+          widened(expected));
+
+    const std::vector<std::string> batch_args = {"x y", "&echo injected>marker.txt"};
+    const auto batch = cw::plan_launch("probe2", batch_args, path, L"", shell);
+    REQUIRE(batch.has_value());
+    CHECK(batch->application == shell);
+    (void)run(batch->application, batch->command_line, nullptr, root.path());
+    const auto seen = lines_of(read_file(root.path() / "out.txt"));
+    REQUIRE(seen.size() == 9);
+    CHECK(seen[0] == "\"[x y]\"");
+    CHECK(seen[1] == "\"[&echo injected>marker.txt]\"");
+    CHECK_FALSE(fs::exists(root.path() / "marker.txt"));
+
+    const std::vector<std::string> expanding = {"%OS%"};
+    CHECK_THROWS_AS((void)cw::plan_launch("probe2", expanding, path, L"", shell),
+                    std::invalid_argument);
+    CHECK(cw::plan_launch("missing", args, path, L"", shell) == std::nullopt);
+    current_directory here(tools);
+    CHECK(cw::plan_launch("probe", args, L"", L"", shell) == std::nullopt);
+    CHECK(cw::plan_launch(".\\probe", args, L"", L"", shell).has_value());
+}

@@ -12,11 +12,13 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace conflux::detail::windows {
 
@@ -238,6 +240,36 @@ inline std::wstring batch_command_line(std::wstring_view batch_path,
     }
     out += L'"';
     return checked_length(std::move(out), "batch command line");
+}
+
+/// What to hand CreateProcessW to run a program: `lpApplicationName` (the file found, or
+/// comspec for a batch file) and `lpCommandLine`.
+struct launch_line {
+    std::wstring application;
+    std::wstring command_line;
+};
+
+/// The pieces above put together for `spawn(program, args)`: finds `program` with find_program
+/// (never in the current directory unless it names one), and builds the line the child will
+/// split, with `program` as given for argv[0] (as Node and libuv do). A batch file runs through
+/// `comspec` with batch_command_line, so its arguments are checked for cmd.exe. Returns
+/// `std::nullopt` when the program is not found; throws `std::invalid_argument` as the builders
+/// do.
+inline std::optional<launch_line> plan_launch(std::string_view program,
+                                              std::span<const std::string> args,
+                                              std::wstring_view path, std::wstring_view pathext,
+                                              std::wstring_view comspec) {
+    using namespace command_line_detail;
+    auto found = find_program(widen_named(program, "program"), path, pathext);
+    if (!found) return std::nullopt;
+    if (is_batch_file(*found)) {
+        return launch_line{std::wstring(comspec), batch_command_line(*found, args, comspec)};
+    }
+    std::vector<std::string> argv;
+    argv.reserve(args.size() + 1);
+    argv.emplace_back(program);
+    argv.insert(argv.end(), args.begin(), args.end());
+    return launch_line{std::move(*found), command_line(argv)};
 }
 
 } // namespace conflux::detail::windows
