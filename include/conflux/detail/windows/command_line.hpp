@@ -99,7 +99,8 @@ inline bool is_plain_for_cmd(wchar_t c) {
 //    quote inside quotes (^ is literal there), and a doubled quote reaches the batch file
 //    doubled, so the argument could not arrive as given anyway.
 //  - '%' expands %VARIABLE% even inside quotes, and in a /c command line (unlike a batch file)
-//    "%%" is no escape; ^ does not help because expansion comes before ^ is read.
+//    "%%" is no escape. ^ is literal inside quotes; outside them "%^NAME%" stays unexpanded
+//    only while no variable is named "^NAME", which would be guessing.
 //  - a line feed ends the command (what follows is lost) and a carriage return is dropped; other
 //    control characters are refused rather than trusted to be inert.
 // '!' is safe because the line is read with /v:OFF (no delayed expansion).
