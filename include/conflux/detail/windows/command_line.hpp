@@ -68,19 +68,29 @@ inline void append_argument(std::wstring& out, std::wstring_view arg) {
     out += L'"';
 }
 
-// argv[0] follows other rules in both parsers: unquoted it runs to the first space or tab, quoted
-// it runs to the next quote, and backslashes never escape. So it is always quoted (a program path
-// with a space then works, and a trailing backslash stays literal), and a quote in it cannot be
-// written at all; Windows file names cannot contain one either.
+// argv[0] follows other rules: CommandLineToArgvW and the runtimes of Windows (msvcrt, UCRT)
+// read it unquoted up to the first space or tab, quoted up to the next quote, and never take a
+// backslash as an escape. So a quote in it cannot be written at all (Windows file names cannot
+// hold one either), and it is quoted only when it must be. Wine 8's msvcrt, though, reads
+// argv[0] like the other arguments, where "\" before the closing quote is an escaped quote: a
+// quoted argv[0] that ends in a backslash splits differently there, and is refused rather than
+// written for one of the two. Unquoted, a backslash is literal to every parser.
 inline void append_program(std::wstring& out, std::wstring_view program, const char* what) {
     if (program.find(L'"') != std::wstring_view::npos) {
         throw std::invalid_argument(std::string(what) +
                                     " contains '\"', which the program name of a Windows "
                                     "command line cannot hold (no escape exists there)");
     }
-    out += L'"';
+    const bool quoted = program.empty() || std::any_of(program.begin(), program.end(),
+                                                       [](wchar_t c) { return c <= L' '; });
+    if (quoted && program.back() == L'\\') {
+        throw std::invalid_argument(std::string(what) +
+                                    " has white space and ends with a backslash, which C "
+                                    "runtimes read differently there (an escaped quote, or not)");
+    }
+    if (quoted) out += L'"';
     out += program;
-    out += L'"';
+    if (quoted) out += L'"';
 }
 
 inline bool is_control(wchar_t c) { return (c < 0x20 && c != L'\t') || (c >= 0x7F && c <= 0x9F); }
@@ -146,11 +156,12 @@ inline std::wstring checked_length(std::wstring line, const char* what) {
 } // namespace command_line_detail
 
 /// The `lpCommandLine` for `CreateProcessW` that CommandLineToArgvW and the MSVC runtime (UCRT,
-/// and msvcrt) split back into exactly `argv`. `argv[0]` is the program as given (always
-/// quoted: it may not contain '"'); the other arguments are quoted only when they need it.
-/// Throws `std::invalid_argument` for an empty argv, a '"' in argv[0], invalid UTF-8 or a NUL,
-/// naming the argument (`command line argv[2]: invalid UTF-8: truncated sequence at byte 3`),
-/// and for a line longer than CreateProcessW takes (32766 characters).
+/// and msvcrt) split back into exactly `argv`. `argv[0]` is the program as given; it may not
+/// contain '"', nor end with a backslash when it holds white space. Arguments are quoted only
+/// when they need it. Throws `std::invalid_argument` for an empty argv, such an argv[0],
+/// invalid UTF-8 or a NUL, naming the argument (`command line argv[2]: invalid UTF-8:
+/// truncated sequence at byte 3`), and for a line longer than CreateProcessW takes (32766
+/// characters).
 inline std::wstring command_line(std::span<const std::string> argv) {
     using namespace command_line_detail;
     if (argv.empty()) throw std::invalid_argument("command line: argv is empty");
