@@ -58,8 +58,9 @@ struct entry {
 /// `NAME=VALUE\0NAME=VALUE\0\0`, the returned string holding every one of those NULs (so
 /// `data()` is the block and `size()` its length in wchar_t); for no variables, two NULs.
 /// Names are case-insensitive as on Windows: a later entry replaces an earlier one whatever the
-/// case of either (the later spelling is kept). Entries are sorted by their upper-cased names,
-/// which Windows expects of a block (GetEnvironmentVariable searches it in that order).
+/// case of either (the later spelling is kept). Entries are sorted by their upper-cased names:
+/// CreateProcess's documentation asks for a block sorted without case, in Unicode order and
+/// regardless of locale.
 /// Throws `std::invalid_argument` naming the entry by index for an empty name, a '=' in a name
 /// past its first character (a leading '=' is allowed for the hidden "=C:" variables), invalid
 /// UTF-8 or a NUL in a name or value.
