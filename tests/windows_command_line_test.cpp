@@ -59,7 +59,7 @@ struct run_result {
 };
 
 // Starts `application` with `line` (and `environment`, a block, when given) in `cwd`, with its
-// standard output and error on a pipe, and waits for it.
+// standard output on a pipe, and waits for it.
 run_result run(const std::wstring& application, std::wstring line,
                const std::wstring* environment = nullptr, const fs::path& cwd = {}) {
     SECURITY_ATTRIBUTES inheritable{sizeof(SECURITY_ATTRIBUTES), nullptr, TRUE};
@@ -67,14 +67,17 @@ run_result run(const std::wstring& application, std::wstring line,
     HANDLE write_end = nullptr;
     REQUIRE(::CreatePipe(&read_end, &write_end, &inheritable, 0));
     REQUIRE(::SetHandleInformation(read_end, HANDLE_FLAG_INHERIT, 0));
-    HANDLE null_input = ::CreateFileW(L"NUL", GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE,
-                                      &inheritable, OPEN_EXISTING, 0, nullptr);
+    // Standard error goes to NUL, so that nothing but what the child prints on purpose (Wine
+    // may write notes of its own on standard error) reaches the output that is checked.
+    HANDLE null_device =
+        ::CreateFileW(L"NUL", GENERIC_READ | GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE,
+                      &inheritable, OPEN_EXISTING, 0, nullptr);
     STARTUPINFOW startup{};
     startup.cb = sizeof(startup);
     startup.dwFlags = STARTF_USESTDHANDLES;
-    startup.hStdInput = null_input;
+    startup.hStdInput = null_device;
     startup.hStdOutput = write_end;
-    startup.hStdError = write_end;
+    startup.hStdError = null_device;
     PROCESS_INFORMATION process{};
     const std::wstring directory = cwd.wstring();
     const BOOL started =
@@ -84,7 +87,7 @@ run_result run(const std::wstring& application, std::wstring line,
                          directory.empty() ? nullptr : directory.c_str(), &startup, &process);
     const DWORD error = ::GetLastError();
     ::CloseHandle(write_end);
-    if (null_input != INVALID_HANDLE_VALUE) ::CloseHandle(null_input);
+    if (null_device != INVALID_HANDLE_VALUE) ::CloseHandle(null_device);
     if (!started) {
         ::CloseHandle(read_end);
         FAIL("CreateProcessW " << shown(application) << " failed: " << error);
@@ -155,11 +158,12 @@ class temp_dir {
 public:
     temp_dir() {
         static int counter = 0;
+        // The tick count as well: Wine reuses process ids from run to run, and a folder left
+        // by an earlier run (a file still held when it ended) must not be taken over.
         m_path = fs::temp_directory_path() /
                  ("conflux-cmdline-" + std::to_string(::GetCurrentProcessId()) + "-" +
-                  std::to_string(++counter));
-        fs::remove_all(m_path);
-        fs::create_directories(m_path);
+                  std::to_string(::GetTickCount64()) + "-" + std::to_string(++counter));
+        REQUIRE(fs::create_directories(m_path));
     }
     temp_dir(const temp_dir&) = delete;
     temp_dir& operator=(const temp_dir&) = delete;
@@ -515,21 +519,31 @@ struct batch_fixture {
         write_file(script, echo_batch);
     }
 
-    // The arguments as the batch file saw them, 9 of them.
+    // The arguments as the batch file saw them, 9 of them. Each run writes in a folder of its
+    // own, so that no run reads or removes a file another one's cmd.exe may still hold.
     std::vector<std::string> run_with(const std::vector<std::string>& args) {
-        fs::remove(dir.path() / "out.txt");
+        const fs::path cwd = dir.path() / ("run" + std::to_string(++m_runs));
+        fs::create_directories(cwd);
         const std::wstring line = cw::batch_command_line(script.wstring(), args, shell);
         INFO(shown(line));
-        (void)run(shell, line, nullptr, dir.path());
+        (void)run(shell, line, nullptr, cwd);
         std::vector<std::string> seen;
-        for (const std::string& line : lines_of(read_file(dir.path() / "out.txt"))) {
+        for (const std::string& line : lines_of(read_file(cwd / "out.txt"))) {
             REQUIRE(line.size() >= 4);
             seen.push_back(line.substr(2, line.size() - 4));
         }
         return seen;
     }
 
-    bool injected() const { return fs::exists(dir.path() / "marker.txt"); }
+    bool injected() const {
+        for (const auto& entry : fs::recursive_directory_iterator(dir.path())) {
+            if (entry.path().filename() == "marker.txt") return true;
+        }
+        return false;
+    }
+
+private:
+    int m_runs = 0;
 };
 
 } // namespace
