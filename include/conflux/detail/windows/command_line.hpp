@@ -175,7 +175,8 @@ inline std::wstring command_line(std::span<const std::string> argv) {
 }
 
 /// The command line that runs `command` through cmd.exe, for `exec(command)` and the `shell`
-/// option, as Node does: `"<comspec>" /d /s /c "<command>"`. The command is passed through
+/// option, as Node does: `<comspec> /d /s /c "<command>"`, comspec written as argv[0] is (in
+/// quotes when it holds white space; it may not contain '"'). The command is passed through
 /// unchanged and cmd.exe reads it as a shell command: %VARIABLE% expands, & | < > ^ and quotes
 /// act. /d skips the AutoRun commands of the registry; /s makes cmd.exe remove exactly the
 /// first and the last quote after /c, so the command is never re-quoted by cmd's older
@@ -215,9 +216,9 @@ inline bool is_batch_file(std::wstring_view program_path) {
 }
 
 /// The command line that runs the batch file `batch_path` with `args` through cmd.exe:
-/// `"<comspec>" /d /e:ON /v:OFF /s /c ""<batch_path>" <arg> ..."`. /e:ON and /v:OFF fix
-/// command extensions on and delayed expansion off whatever the registry says; /s strips the
-/// outer quotes and nothing else.
+/// `<comspec> /d /e:ON /v:OFF /s /c ""<batch_path>" <arg> ..."`, comspec written as argv[0]
+/// is. /e:ON and /v:OFF fix command extensions on and delayed expansion off whatever the
+/// registry says; /s strips the outer quotes and nothing else.
 ///
 /// Each argument arrives in the batch file as `%~N` exactly as given: one made of letters,
 /// digits and `#$*+-./:?@\_` is passed bare (so `%N` is the same), any other is quoted (`%N`
