@@ -41,8 +41,16 @@ std::stop_token stop_token_of(std::coroutine_handle<P> h) noexcept {
     }
 }
 
-/// The token of a coroutine that has none to inherit.
-inline const std::stop_token no_stop_token{};
+/// Holds the token of a coroutine that has none to inherit, never destroyed: a task may still
+/// run on a thread of its own while static objects are destroyed at exit.
+struct no_stop_token_holder {
+    union {
+        std::stop_token token;
+    };
+    no_stop_token_holder() noexcept : token() {}
+    ~no_stop_token_holder() {}
+};
+inline const no_stop_token_holder no_stop_token;
 
 /// Where the stop token of the coroutine behind `h` lives, for a task it awaits to inherit:
 /// in `h`'s promise, which outlives the task (`h` is suspended in its await until the task
@@ -56,7 +64,7 @@ const std::stop_token* stop_token_address_of(std::coroutine_handle<P> h) noexcep
                   }) {
         return std::addressof(h.promise().get_stop_token());
     } else {
-        return &no_stop_token;
+        return &no_stop_token.token;
     }
 }
 
@@ -127,7 +135,7 @@ private:
     std::coroutine_handle<> m_continuation;
     any_executor m_resume_on;
     alignas(resume_item) unsigned char m_resume_storage[sizeof(resume_item)]; // see above
-    const std::stop_token* m_stop_token = &no_stop_token;
+    const std::stop_token* m_stop_token = &no_stop_token.token;
 };
 
 template <class T>
