@@ -163,6 +163,56 @@ conflux::task<long> loop_at_depth(int n, int awaits, stack_span& span) {
     co_return sum;
 }
 
+// Completes at once unless `i` is a multiple of `every`: then yields to the loop first.
+conflux::task<int> sometimes_yields(int i, int every) {
+    if (i % every == 0) co_await conflux::event_loop::current()->schedule();
+    co_return 1;
+}
+
+// Completes at once on its first await, suspends on its second, and completes at once again.
+conflux::task<int> ready_then_suspends() {
+    int sum = co_await value(1);
+    co_await conflux::event_loop::current()->schedule();
+    sum += co_await value(2);
+    co_return sum;
+}
+
+// A chain `n` deep, each level awaiting tasks that complete at once (one of them throwing, and
+// caught) before the level below, and again after it.
+conflux::task<long> deep_with_ready(int n, stack_span& span) {
+    long sum = co_await value(1);
+    try {
+        co_await thrower();
+    } catch (const std::runtime_error&) {
+        ++sum;
+    }
+    if (n > 0) sum += co_await deep_with_ready(n - 1, span);
+    sum += co_await value(1);
+    if (n % 1024 == 0) span.probe();
+    co_return sum;
+}
+
+// A coroutine no loop runs: eager, and awaiting a task from its own body. Not a task, so it has
+// no stop token for the task to inherit.
+struct eager {
+    struct promise_type {
+        eager get_return_object() noexcept { return {}; }
+        std::suspend_never initial_suspend() const noexcept { return {}; }
+        std::suspend_never final_suspend() const noexcept { return {}; }
+        void return_void() const noexcept {}
+        void unhandled_exception() const noexcept { std::terminate(); }
+    };
+};
+
+conflux::task<bool> token_possible() {
+    co_return (co_await conflux::get_stop_token()).stop_possible();
+}
+
+eager await_from_eager(int& got, bool& stop_possible) {
+    got = co_await value(7);
+    stop_possible = co_await token_possible();
+}
+
 } // namespace
 
 TEST_CASE("a task returns its value, void and references") {
@@ -251,6 +301,58 @@ TEST_CASE("synchronous awaits at the bottom of a deep chain keep the stack flat"
     stack_span span;
     CHECK(conflux::run(loop_at_depth(1000, 200'000, span)) == 200'000);
     CHECK(span.bytes() < flat_stack_bytes);
+}
+
+TEST_CASE("a child that completes at once, in every level of a deep chain, keeps it flat") {
+    stack_span span;
+    // Four at each level: value(1) twice, and the caught throw of thrower().
+    CHECK(conflux::run(deep_with_ready(deep_levels, span)) == 3L * (deep_levels + 1));
+    CHECK(span.bytes() < flat_stack_bytes);
+}
+
+TEST_CASE("an exception from a child that completes at once reaches its awaiter every time") {
+    auto loop = []() -> conflux::task<long> {
+        long caught = 0;
+        for (int i = 0; i < 100'000; ++i) {
+            try {
+                if (i % 2 == 0) {
+                    co_await thrower();
+                } else {
+                    caught += co_await value(0); // no throw: the next await starts clean
+                }
+            } catch (const std::runtime_error& e) {
+                if (std::string(e.what()) == "boom") ++caught;
+            }
+        }
+        co_return caught;
+    };
+    CHECK(conflux::run(loop()) == 50'000);
+}
+
+TEST_CASE("a child that completes at once on some awaits and suspends on others") {
+    // Which awaits suspend changes from one to the next: each must resume its awaiter once, on
+    // the loop's thread, with its value, and the stack must stay flat throughout.
+    auto loop = []() -> conflux::task<bool> {
+        const auto loop_thread = conflux_test::thread_id();
+        stack_span span;
+        long sum = 0;
+        for (int i = 0; i < 100'000; ++i) {
+            sum += co_await sometimes_yields(i, 7);
+            if (i % 1024 == 0) span.probe();
+        }
+        for (int i = 0; i < 1000; ++i) sum += co_await ready_then_suspends();
+        co_return (sum == 100'000 + 3 * 1000 && span.bytes() < flat_stack_bytes &&
+                   conflux_test::thread_id() == loop_thread);
+    };
+    CHECK(conflux::run(loop()));
+}
+
+TEST_CASE("a coroutine that no loop runs awaits a task, which inherits no stop token") {
+    int got = 0;
+    bool stop_possible = true;
+    await_from_eager(got, stop_possible);
+    CHECK(got == 7);
+    CHECK_FALSE(stop_possible);
 }
 
 TEST_CASE("destroying an unstarted task frees its frame") {

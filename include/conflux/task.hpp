@@ -41,6 +41,33 @@ std::stop_token stop_token_of(std::coroutine_handle<P> h) noexcept {
     }
 }
 
+/// Holds the token of a coroutine that has none to inherit, never destroyed: a task may still
+/// run on a thread of its own while static objects are destroyed at exit.
+struct no_stop_token_holder {
+    union {
+        std::stop_token token;
+    };
+    no_stop_token_holder() noexcept : token() {}
+    ~no_stop_token_holder() {}
+};
+inline const no_stop_token_holder no_stop_token;
+
+/// Where the stop token of the coroutine behind `h` lives, for a task it awaits to inherit:
+/// in `h`'s promise, which outlives the task (`h` is suspended in its await until the task
+/// completes, and destroying `h` destroys the task first). A pointer rather than a copy, so
+/// that an await copies no token (two atomic operations when one is live). Every promise of
+/// conflux hands its token out by reference; one that copies it out leaves nothing to inherit.
+template <class P>
+const std::stop_token* stop_token_address_of(std::coroutine_handle<P> h) noexcept {
+    if constexpr (requires(const P& p) {
+                      { p.get_stop_token() } -> std::same_as<const std::stop_token&>;
+                  }) {
+        return std::addressof(h.promise().get_stop_token());
+    } else {
+        return &no_stop_token.token;
+    }
+}
+
 class task_promise_base {
 public:
     // Frames come from a per-thread cache (detail/frame_allocator.hpp): a task that completes
@@ -72,15 +99,16 @@ public:
     final_awaiter final_suspend() const noexcept { return {}; }
 
     /// The stop token this task inherited from the coroutine that awaits it.
-    const std::stop_token& get_stop_token() const noexcept { return m_stop_token; }
+    const std::stop_token& get_stop_token() const noexcept { return *m_stop_token; }
 
     /// Records who awaits the task, before it starts: the coroutine to resume when it
-    /// completes, the executor to resume it on, and the stop token the task inherits.
+    /// completes, the executor to resume it on, and where the stop token the task inherits
+    /// lives (see stop_token_address_of).
     void prepare(std::coroutine_handle<> continuation, any_executor resume_on,
-                 std::stop_token token) noexcept {
+                 const std::stop_token* token) noexcept {
         m_continuation = continuation;
         m_resume_on = resume_on;
-        m_stop_token = std::move(token);
+        m_stop_token = token;
     }
 
 private:
@@ -107,7 +135,7 @@ private:
     std::coroutine_handle<> m_continuation;
     any_executor m_resume_on;
     alignas(resume_item) unsigned char m_resume_storage[sizeof(resume_item)]; // see above
-    std::stop_token m_stop_token;
+    const std::stop_token* m_stop_token = &no_stop_token.token;
 };
 
 template <class T>
@@ -246,12 +274,16 @@ private:
         [[gnu::always_inline]] bool
         await_suspend(std::coroutine_handle<Promise> awaiting) noexcept {
             detail::trampoline& loop = *detail::trampoline_slot();
-            // The awaiter's executor: the loop's when the awaiter is its current coroutine
-            // (the common case, and no call), else the thread's.
-            m_handle.promise().prepare(
-                awaiting, loop.current == awaiting ? loop.executor : current_executor(),
-                detail::stop_token_of(awaiting));
-            return !detail::trampoline_start(loop, m_handle, awaiting);
+            promise_type& p = m_handle.promise();
+            const std::stop_token* token = detail::stop_token_address_of(awaiting);
+            if (detail::trampoline_nests(loop, awaiting)) [[likely]] {
+                // The awaiter is the loop's current coroutine: its executor is the loop's.
+                p.prepare(awaiting, loop.executor, token);
+                return !detail::trampoline_start_nested(loop, m_handle, awaiting);
+            }
+            p.prepare(awaiting, loop.current == awaiting ? loop.executor : current_executor(),
+                      token);
+            return !detail::trampoline_start_slow(loop, m_handle, awaiting);
         }
 
         T await_resume() { return m_handle.promise().take_result(); }

@@ -81,10 +81,14 @@ struct frame_cache {
     }
 
     /// A block for a frame of `n` bytes, from the cache when it holds one of that class.
+    /// Small enough to inline: a cached block is two loads and two stores.
     void* allocate(std::size_t n) {
-        if (n == 0 || n > frame_cache_largest) return ::operator new(n);
+        // One comparison for both ends: n == 0 wraps around.
+        if (n - 1 >= frame_cache_largest) [[unlikely]] {
+            return ::operator new(n);
+        }
         const std::size_t c = class_of(n);
-        if (block* b = heads[c]) {
+        if (block* b = heads[c]) [[likely]] {
             heads[c] = b->next;
             held_bytes -= class_bytes(c);
             return b;
@@ -96,22 +100,12 @@ struct frame_cache {
     /// Takes back the block of a frame of `n` bytes, or gives it to the global allocator when
     /// it is too big, the cache is full, or the thread's cache is already released.
     void deallocate(void* p, std::size_t n) noexcept {
-        if (n == 0 || n > frame_cache_largest) {
-            frame_free(p, n);
+        if (n - 1 < frame_cache_largest && status == state::live &&
+            held_bytes + class_bytes(class_of(n)) <= frame_cache_budget) [[likely]] {
+            keep(p, class_of(n));
             return;
         }
-        const std::size_t c = class_of(n);
-        if (status != state::live || held_bytes + class_bytes(c) > frame_cache_budget) {
-            if (status == state::unused && held_bytes + class_bytes(c) <= frame_cache_budget) {
-                if (register_reaper()) {
-                    keep(p, c);
-                    return;
-                }
-            }
-            frame_free(p, class_bytes(c));
-            return;
-        }
-        keep(p, c);
+        deallocate_slow(p, n);
     }
 
     /// Gives every cached block back to the global allocator; the number given.
@@ -145,13 +139,28 @@ private:
         held_bytes += class_bytes(c);
     }
 
+    // `deallocate` when the cache does not simply keep the block.
+    [[gnu::noinline]] void deallocate_slow(void* p, std::size_t n) noexcept {
+        if (n == 0 || n > frame_cache_largest) {
+            frame_free(p, n);
+            return;
+        }
+        const std::size_t c = class_of(n);
+        if (status == state::unused && held_bytes + class_bytes(c) <= frame_cache_budget &&
+            register_reaper()) {
+            keep(p, c);
+            return;
+        }
+        frame_free(p, class_bytes(c));
+    }
+
     // Out of line: see the definition below.
     bool register_reaper() noexcept;
 };
 
-/// The calling thread's frame cache. Read only inside functions that are never inlined (see
-/// opaque_address: a frame may be freed on another thread than the one where the coroutine
-/// that frees it started), which then reach it without a further call.
+/// The calling thread's frame cache. Read only inside the accessors below, inlined only where
+/// that is sound (see detail/thread_local.hpp: a frame may be freed on another thread than the
+/// one where the coroutine that frees it started).
 inline constinit thread_local frame_cache this_thread_frame_cache_storage{};
 
 /// The calling thread's frame cache, out of line.
@@ -181,18 +190,18 @@ struct frame_cache_reaper {
 }
 
 /// Allocates a coroutine frame of `n` bytes: from the thread's cache when recycling is on.
-[[gnu::noinline]] inline void* frame_allocate(std::size_t n) {
+CONFLUX_DETAIL_THREAD_LOCAL_ACCESSOR inline void* frame_allocate(std::size_t n) {
     if constexpr (frame_recycling) {
-        return this_thread_frame_cache_storage.allocate(n);
+        return hot_thread_local(&this_thread_frame_cache_storage)->allocate(n);
     } else {
         return ::operator new(n);
     }
 }
 
 /// Frees a frame of `n` bytes allocated by `frame_allocate`, on any thread.
-[[gnu::noinline]] inline void frame_deallocate(void* p, std::size_t n) noexcept {
+CONFLUX_DETAIL_THREAD_LOCAL_ACCESSOR inline void frame_deallocate(void* p, std::size_t n) noexcept {
     if constexpr (frame_recycling) {
-        this_thread_frame_cache_storage.deallocate(p, n);
+        hot_thread_local(&this_thread_frame_cache_storage)->deallocate(p, n);
     } else {
         frame_free(p, n);
     }

@@ -52,12 +52,12 @@ inline constexpr std::uintptr_t trampoline_nesting_bytes = 16 * 1024;
 /// nothing writes to it (it is shared by every thread).
 inline trampoline trampoline_none{};
 
-/// The innermost loop running on the calling thread, or `trampoline_none`. Reached out of
-/// line: see opaque_address (a coroutine reads this before and after it may have moved
-/// thread).
-[[gnu::noinline]] inline trampoline*& trampoline_slot() noexcept {
+/// The innermost loop running on the calling thread, or `trampoline_none`. A coroutine reads
+/// this before and after it may have moved thread: inlined only where that is sound (see
+/// detail/thread_local.hpp), as every await of a task reads it twice.
+CONFLUX_DETAIL_THREAD_LOCAL_ACCESSOR inline trampoline*& trampoline_slot() noexcept {
     static thread_local trampoline* slot = &trampoline_none;
-    return *opaque_address(&slot);
+    return *hot_thread_local(&slot);
 }
 
 /// Goes on with loop `t` from `h`, its `current`, until a coroutine suspends without handing
@@ -112,6 +112,31 @@ inline trampoline trampoline_none{};
     return false;
 }
 
+/// Whether `host`, which is about to await a task, may start it nested in its await (see
+/// `trampoline_start`): it is the current coroutine of `t`, the innermost loop on this thread
+/// (`*trampoline_slot()`), and the awaits nested above that loop keep less than
+/// `trampoline_nesting_bytes` of native stack. When it may, `t.executor` is `host`'s executor.
+[[gnu::always_inline]] inline bool trampoline_nests(const trampoline& t,
+                                                   std::coroutine_handle<> host) noexcept {
+    return t.current == host && t.base - trampoline_stack_address() <= trampoline_nesting_bytes;
+}
+
+/// `trampoline_start` once `trampoline_nests(t, host)` said yes: `first` runs nested, in
+/// `host`'s stead, as `t`'s current coroutine. A task that completes without suspending hands
+/// `host` back as it suspends for the last time (`trampoline_hand_over`), which is all the
+/// loop sees of it: one store and one load of `t.current` on each side.
+[[gnu::always_inline]] inline bool trampoline_start_nested(trampoline& t,
+                                                           std::coroutine_handle<> first,
+                                                           std::coroutine_handle<> host) noexcept {
+    t.current = first;
+    first.resume();
+    const std::coroutine_handle<> next = t.current;
+    if (next == host) [[likely]] {
+        return true;
+    }
+    return trampoline_start_drain(t, first, next, host);
+}
+
 /// Starts `first`, a task that `host` awaits, from `host`'s await_suspend, `t` being the
 /// innermost loop on this thread (`*trampoline_slot()`): runs `first`, and what
 /// it hands over, until that work waits for an event (returns false: `host` must suspend) or
@@ -122,19 +147,10 @@ inline trampoline trampoline_none{};
 /// thread, even destroyed, before this returns false.
 [[gnu::always_inline]] inline bool trampoline_start(trampoline& t, std::coroutine_handle<> first,
                                                     std::coroutine_handle<> host) noexcept {
-    const bool nests =
-        t.current == host && t.base - trampoline_stack_address() <= trampoline_nesting_bytes;
-    if (!nests) [[unlikely]] {
+    if (!trampoline_nests(t, host)) [[unlikely]] {
         return trampoline_start_slow(t, first, host);
     }
-    // `host` is the innermost loop's current coroutine: `first` runs nested, in its stead.
-    t.current = first;
-    first.resume();
-    const std::coroutine_handle<> next = t.current;
-    if (next == host) [[likely]] {
-        return true;
-    }
-    return trampoline_start_drain(t, first, next, host);
+    return trampoline_start_nested(t, first, host);
 }
 
 /// Called by `self` as it suspends (in its await_suspend): when `self` is the current
