@@ -12,14 +12,17 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(_WIN32)
@@ -386,8 +389,9 @@ TEST_CASE("a loop that only runs ready work opens no descriptor") {
 
 TEST_CASE("a post or stop from another thread wakes a loop asleep for the first time") {
     conflux_test::watchdog dog(5s);
-    // The loop creates its reactor as it first goes to sleep: a post or a stop made once it
-    // sleeps must reach it through that reactor (the watchdog ends the test otherwise).
+    // A loop that watches no fd sleeps on its word, without opening a descriptor: a post or a
+    // stop made once it sleeps must reach it there (the watchdog ends the test otherwise).
+    const auto fds = conflux_test::open_fds();
     for (const bool by_stop : {false, true}) {
         CAPTURE(by_stop);
         conflux::event_loop loop;
@@ -396,7 +400,8 @@ TEST_CASE("a post or stop from another thread wakes a loop asleep for the first 
         loop.post([&] { idle = true; });
         std::thread runner([&] { loop.run(); });
         while (!idle) std::this_thread::yield();
-        std::this_thread::sleep_for(20ms); // asleep in epoll by now
+        std::this_thread::sleep_for(20ms); // asleep by now
+        CHECK(conflux_test::open_fds() == fds);
         const auto start = clock_type::now();
         if (by_stop) {
             loop.stop();
@@ -439,7 +444,7 @@ TEST_CASE("posts and stops racing a fresh loop's first sleep are never lost") {
 // RLIMIT_NOFILE and epoll_create1's EMFILE are Linux's; on Windows the port's handle has
 // no such per-process limit to hit.
 #if !defined(_WIN32)
-TEST_CASE("a loop that cannot open its reactor fails where it needed it, and recovers") {
+TEST_CASE("a loop that cannot open its reactor fails where it needs it, and recovers") {
     conflux_test::watchdog dog(10s);
     conflux_test::meet_error_types_before_emfile();
     const auto fds = conflux_test::open_fds();
@@ -447,6 +452,7 @@ TEST_CASE("a loop that cannot open its reactor fails where it needed it, and rec
         pipe_pair p;
         conflux::event_loop loop;
         bool ran_ready = false;
+        bool slept_on_timer = false;
         std::exception_ptr ready_error;
         std::exception_ptr sleep_error;
         std::exception_ptr watch_error;
@@ -478,13 +484,16 @@ TEST_CASE("a loop that cannot open its reactor fails where it needed it, and rec
             } catch (...) {
                 ready_error = std::current_exception();
             }
-            // Sleeping does: run() throws.
+            // Nor does sleeping until a timer, with no fd watched.
             try {
-                loop.run();
+                slept_on_timer = loop.run_until_complete([]() -> conflux::task<bool> {
+                    co_await conflux::sleep_for(1ms);
+                    co_return true;
+                }());
             } catch (...) {
                 sleep_error = std::current_exception();
             }
-            // So does watching an fd.
+            // Watching an fd does.
             try {
                 conflux::detail::io_watch watch(loop, p.read_end);
             } catch (...) {
@@ -497,17 +506,17 @@ TEST_CASE("a loop that cannot open its reactor fails where it needed it, and rec
         }
         CHECK(ran_ready);
         CHECK_FALSE(ready_error);
-        for (const auto& error : {sleep_error, watch_error}) {
-            REQUIRE(error);
-            try {
-                std::rethrow_exception(error);
-            } catch (const std::system_error& e) {
-                CHECK_MESSAGE(e.code().value() == EMFILE, e.what());
-                CHECK_MESSAGE(std::string(e.what()).find("epoll_create1") != std::string::npos,
-                              e.what());
-            }
+        CHECK(slept_on_timer);
+        CHECK_FALSE(sleep_error);
+        REQUIRE(watch_error);
+        try {
+            std::rethrow_exception(watch_error);
+        } catch (const std::system_error& e) {
+            CHECK_MESSAGE(e.code().value() == EMFILE, e.what());
+            CHECK_MESSAGE(std::string(e.what()).find("epoll_create1") != std::string::npos,
+                          e.what());
         }
-        // The same loop sleeps and watches once descriptors are there.
+        // The same loop watches once descriptors are there.
         auto slept = loop.run_until_complete([](int fd) -> conflux::task<bool> {
             conflux::detail::io_watch watch(*conflux::event_loop::current(), fd);
             co_await conflux::sleep_for(1ms);
@@ -538,3 +547,148 @@ TEST_CASE("a stop request racing the loop's destruction touches no freed frame")
         stopper.join();
     }
 }
+
+namespace {
+
+// Suspends the awaiting coroutine and has another thread resume it through the loop after
+// `delay`, so that meanwhile the loop sleeps with nothing to run; `while_asleep` runs on that
+// thread before the resumption is posted.
+struct resumed_from_another_thread {
+    explicit resumed_from_another_thread(std::chrono::milliseconds after,
+                                         std::function<void()> meanwhile = {})
+        : delay(after), while_asleep(std::move(meanwhile)) {}
+
+    std::chrono::milliseconds delay;
+    std::function<void()> while_asleep;
+    std::thread thread;
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+        conflux::event_loop* loop = conflux::event_loop::current();
+        thread = std::thread([this, loop, h] {
+            std::this_thread::sleep_for(delay);
+            if (while_asleep) while_asleep();
+            loop->post([h] { h.resume(); });
+        });
+    }
+    void await_resume() { thread.join(); }
+};
+
+} // namespace
+
+TEST_CASE("wake-ups racing the loop's sleep are never lost") {
+    // Each post meets the loop on its way to sleep, asleep, or just woken. A lost wake-up
+    // leaves the poster waiting for good: the watchdog fails the test.
+    conflux_test::watchdog dog(20s);
+    const int rounds = std::max(500, static_cast<int>(10000 * conflux_test::stress_scale()));
+    enum class mode { word, word_with_timer, reactor };
+    for (const mode m : {mode::word, mode::word_with_timer, mode::reactor}) {
+        const int mode_index = static_cast<int>(m);
+        CAPTURE(mode_index);
+#if defined(_WIN32)
+        if (m == mode::reactor) continue; // no fd to watch: the port is not slept in yet
+#else
+        pipe_pair p; // outlives the loop, whose destruction ends the watch on it
+#endif
+        conflux::event_loop loop;
+        std::stop_source keep_waiting;
+        if (m == mode::word_with_timer) {
+            // A far timer: every sleep has a deadline.
+            loop.detach([](std::stop_token token) -> conflux::task<> {
+                try {
+                    co_await conflux::sleep_for(1h, token);
+                } catch (const conflux::operation_cancelled&) {
+                }
+            }(keep_waiting.get_token()));
+        }
+#if !defined(_WIN32)
+        if (m == mode::reactor) {
+            // A watched fd: every sleep is the reactor's.
+            loop.detach([](int fd, std::stop_token token) -> conflux::task<> {
+                conflux::detail::io_watch watch(*conflux::event_loop::current(), fd);
+                try {
+                    co_await watch.readable(token);
+                } catch (const conflux::operation_cancelled&) {
+                }
+            }(p.read_end, keep_waiting.get_token()));
+        }
+#endif
+        std::atomic<int> seen{0};
+        std::thread runner([&] { loop.run(); });
+        for (int i = 1; i <= rounds; ++i) {
+            loop.post([&seen] { seen.fetch_add(1, std::memory_order_release); });
+            while (seen.load(std::memory_order_acquire) != i) std::this_thread::yield();
+            // Now and then long enough for the loop to be asleep for certain.
+            if (i % 256 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        keep_waiting.request_stop();
+        loop.stop();
+        runner.join();
+        CHECK(seen == rounds);
+
+        // A stop racing the sleep of a loop that ran before (so none of it is fresh).
+        for (int i = 0; i < rounds / 20; ++i) {
+            std::thread again([&] { loop.run(); });
+            if (i % 3 == 1) std::this_thread::sleep_for(std::chrono::microseconds(50));
+            if (i % 3 == 2) std::this_thread::sleep_for(std::chrono::microseconds(500));
+            loop.stop();
+            again.join();
+        }
+    }
+}
+
+TEST_CASE("a loop asleep with no fd wakes for its timers and opens no descriptor") {
+    conflux_test::watchdog dog(10s);
+    const auto fds = conflux_test::open_fds();
+    std::vector<std::string> while_asleep;
+    const auto elapsed = conflux::run([&]() -> conflux::task<clock_type::duration> {
+        // Woken from another thread, the loop then sets a timer, which its next sleep (on its
+        // word) must end at.
+        resumed_from_another_thread hop(20ms, [&] { while_asleep = conflux_test::open_fds(); });
+        co_await hop;
+        const auto start = clock_type::now();
+        co_await conflux::sleep_for(30ms);
+        co_return clock_type::now() - start;
+    }());
+    CHECK(elapsed >= 30ms);
+    CHECK(elapsed < 5s);
+    CHECK(while_asleep == fds);
+    CHECK(conflux_test::open_fds() == fds);
+}
+
+#if !defined(_WIN32)
+TEST_CASE("a loop asleep on its word sleeps in its reactor once a coroutine watches an fd") {
+    conflux_test::watchdog dog(10s);
+    pipe_pair p;
+    auto body = [&]() -> conflux::task<bool> {
+        // Asleep on its word first: woken from another thread.
+        resumed_from_another_thread first(20ms);
+        co_await first;
+        {
+            // Now an fd: the next sleeps are in the reactor, which must wake for the pipe (a
+            // sleep on the word would not: the watchdog ends the test) and for a post.
+            conflux::detail::io_watch watch(*conflux::event_loop::current(), p.read_end);
+            std::thread writer([&] {
+                std::this_thread::sleep_for(20ms);
+                REQUIRE(::write(p.write_end, "x", 1) == 1);
+            });
+            co_await watch.readable();
+            writer.join();
+            char c = 0;
+            CHECK(::read(p.read_end, &c, 1) == 1);
+            resumed_from_another_thread in_reactor(20ms);
+            co_await in_reactor;
+            const auto start = clock_type::now();
+            co_await conflux::sleep_for(20ms);
+            CHECK(clock_type::now() - start >= 20ms);
+        }
+        // The fd is gone: back on the word, woken by a post and by a timer.
+        resumed_from_another_thread again(20ms);
+        co_await again;
+        const auto start = clock_type::now();
+        co_await conflux::sleep_for(20ms);
+        co_return clock_type::now() - start >= 20ms;
+    };
+    CHECK(conflux::run(body()));
+}
+#endif

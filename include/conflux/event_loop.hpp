@@ -7,6 +7,7 @@
 #include <conflux/detail/driver.hpp>
 #include <conflux/detail/epoll.hpp>
 #include <conflux/detail/loop_close_hooks.hpp>
+#include <conflux/detail/loop_sleep.hpp>
 #include <conflux/detail/mpsc_stack.hpp>
 #include <conflux/detail/sigpipe.hpp>
 #include <conflux/detail/thread_identity.hpp>
@@ -43,8 +44,9 @@ struct loop_access;
 
 /// A single-threaded event loop: a queue of ready coroutines, a timer heap and an epoll
 /// reactor for fd readiness, all served by the one thread inside `run()`. The reactor's
-/// descriptors are opened when the loop first sleeps or watches an fd: a loop that only
-/// runs ready work (a short-lived worker's) opens none.
+/// descriptors are opened when the loop first watches an fd: a loop that only runs ready
+/// work, timers and wake-ups from other threads (a worker's, a channel consumer's) opens
+/// none, and sleeps on a futex while it watches no fd.
 ///
 /// `post` and `schedule` may be used from any thread; everything else that touches the
 /// loop's state (streams, child processes, timers) belongs to the loop's thread. An event
@@ -119,8 +121,10 @@ public:
                 // timers and I/O every so often.
                 if (++batches % 16 == 0) {
                     fire_due_timers();
-                    // Without a reactor no fd is watched: nothing can be ready.
-                    if (m_reactor) m_reactor->wait(std::optional<std::chrono::nanoseconds>(0));
+                    // Without a watched fd nothing can be ready.
+                    if (m_reactor && m_reactor->watching()) {
+                        m_reactor->wait(std::optional<std::chrono::nanoseconds>(0));
+                    }
                 }
                 continue;
             }
@@ -142,14 +146,10 @@ public:
             return;
         }
         foreign_call guard(*this);
-        // The same handshake as enqueue's, with the loop's load of `m_stop_requested` after
-        // it announces its sleep: seq_cst store and exchange, so that either the loop sees
-        // the request or we see it asleep and wake it. A loop that is not asleep has
-        // perhaps no reactor to wake.
+        // seq_cst: the loop re-checks the request after it announces its sleep (see
+        // detail/loop_sleep.hpp).
         m_stop_requested.store(true, std::memory_order_seq_cst);
-        if (m_sleeping.exchange(false, std::memory_order_seq_cst)) {
-            m_reactor->wake();
-        }
+        m_sleep.wake();
     }
 
     /// Runs `f` on the loop's thread. Thread-safe; allocates once to hold `f`.
@@ -193,14 +193,10 @@ public:
             return;
         }
         foreign_call guard(*this);
+        // A seq_cst push: the loop re-checks the queue after it announces its sleep (see
+        // detail/loop_sleep.hpp). No system call unless the loop sleeps.
         m_remote.push(item);
-        // seq_cst exchange pairs with the loop's store of `m_sleeping` before it re-checks
-        // the remote queue: either the loop sees this item, or we see it asleep and wake it.
-        // The eventfd is written only when the loop is (about to be) asleep, and so only
-        // once the loop has created its reactor (see sleep_until_work).
-        if (m_sleeping.exchange(false, std::memory_order_seq_cst)) {
-            m_reactor->wake();
-        }
+        m_sleep.wake();
     }
 
     /// Low-level, for `schedule()`: queues `item`; on the loop's own thread, inside a batch of
@@ -362,36 +358,25 @@ private:
         }
     }
 
-    // The reactor, created on first need. Only the loop's thread calls this; other threads
-    // reach the reactor only after seeing `m_sleeping` set, which the loop does after
-    // creating it.
+    // The reactor, created when the loop first watches an fd, by the loop's thread. Other
+    // threads reach it only through m_sleep, once the loop sleeps in it.
     detail::io_reactor& reactor() {
         if (!m_reactor) m_reactor.emplace();
         return *m_reactor;
     }
 
     void sleep_until_work() {
-        // Before announcing the sleep: the seq_cst store of `m_sleeping` (a release)
-        // publishes the reactor to the thread whose exchange sees it set and writes the
-        // eventfd. A failure (EMFILE) leaves `m_sleeping` clear and leaves run() by
-        // std::system_error.
-        detail::io_reactor& r = reactor();
-        std::optional<std::chrono::nanoseconds> timeout;
-        if (!m_timers.empty()) {
-            timeout = m_timers.top()->deadline - std::chrono::steady_clock::now();
-        }
-        m_sleeping.store(true, std::memory_order_seq_cst);
-        if (!m_remote.empty() || m_stop_requested.load(std::memory_order_seq_cst)) {
-            m_sleeping.store(false, std::memory_order_relaxed);
-            return;
-        }
-        r.wait(timeout);
-        m_sleeping.store(false, std::memory_order_relaxed);
+        detail::loop_sleep::deadline_t deadline;
+        if (!m_timers.empty()) deadline = m_timers.top()->deadline;
+        m_sleep.sleep(m_reactor ? &*m_reactor : nullptr, deadline, [this] {
+            return !m_remote.empty() || m_stop_requested.load(std::memory_order_seq_cst);
+        });
     }
 
-    // Empty until the loop first sleeps or watches an fd; never reset before destruction,
-    // so another thread that saw it created may use it until its foreign_call ends.
+    // Empty until the loop first watches an fd; never reset before destruction, so another
+    // thread that saw the loop asleep in it may use it until its foreign_call ends.
     std::optional<detail::io_reactor> m_reactor;
+    detail::loop_sleep m_sleep;
     detail::work_queue m_ready;
     detail::mpsc_stack m_remote;
     detail::timer_heap m_timers;
@@ -401,7 +386,6 @@ private:
     bool m_closing = false; // set for the whole of the destructor; loop thread only
     int m_batch_budget = 0; // items the current ready batch may still run; loop thread only
     std::atomic<std::uintptr_t> m_owner{0}; // thread_identity() of the thread in run()
-    std::atomic<bool> m_sleeping{false};
     std::atomic<bool> m_stop_requested{false};
     std::atomic<bool> m_running{false};
     std::atomic<int> m_foreign_callers{0};

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 
@@ -67,6 +68,7 @@ public:
         ev.events = events;
         ev.data.ptr = handler;
         if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl add");
+        ++m_watched;
     }
 
     void modify(int fd, std::uint32_t events, io_handler* handler) {
@@ -84,10 +86,17 @@ public:
         return ::epoll_ctl(m_epoll.get(), EPOLL_CTL_MOD, fd, &ev) == 0;
     }
 
+    /// Ends the registration add() made (once for each).
     void remove(int fd) noexcept {
         // Failure means the fd was already closed (and so dropped from the set): nothing to do.
         ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
+        --m_watched;
     }
+
+    /// True while an fd is registered: only then must the loop sleep in wait(). A loop that
+    /// watches none sleeps on a word instead (detail/loop_sleep.hpp), which costs a futex
+    /// wait and wake where the eventfd costs a write, epoll_pwait2 and a read.
+    bool watching() const noexcept { return m_watched != 0; }
 
     /// Wakes a thread blocked in wait(). Async-signal-safe and thread-safe.
     void wake() noexcept {
@@ -157,6 +166,7 @@ private:
 
     unique_fd m_epoll;
     unique_fd m_wake;
+    std::size_t m_watched = 0; // registrations made by add() and not yet removed
     bool m_have_pwait2 = true;
 };
 

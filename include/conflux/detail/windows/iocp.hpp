@@ -73,6 +73,11 @@ public:
         return static_cast<int>(n);
     }
 
+    /// True while an I/O handle is associated with the port: only then must the loop sleep in
+    /// wait(). None is yet (the core and threads need only wake-ups and timers), so the loop
+    /// sleeps on a word instead (detail/loop_sleep.hpp).
+    bool watching() const noexcept { return false; }
+
     /// The port, for I/O handles to be associated with.
     HANDLE port() const noexcept { return m_port; }
 

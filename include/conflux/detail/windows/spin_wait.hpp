@@ -4,7 +4,9 @@
 #include <conflux/detail/windows/win32.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <optional>
 
 namespace conflux::detail {
 
@@ -22,6 +24,22 @@ inline void futex_wait_private(std::atomic<std::uint32_t>& word, std::uint32_t e
     // WaitOnAddress compares.
     static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
     ::WaitOnAddress(static_cast<volatile void*>(&word), &expected, sizeof expected, INFINITE);
+}
+
+/// Sleeps while `word == expected`, until a wake-up (perhaps spurious) or `deadline` (none: no
+/// limit), rounded up to whole milliseconds, WaitOnAddress's unit.
+inline void futex_wait_private_until(
+    std::atomic<std::uint32_t>& word, std::uint32_t expected,
+    const std::optional<std::chrono::steady_clock::time_point>& deadline) noexcept {
+    DWORD ms = INFINITE;
+    if (deadline) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+                              *deadline - std::chrono::steady_clock::now())
+                              .count();
+        // INFINITE is 0xFFFFFFFF: cap below it; the caller waits again after a longer one.
+        ms = left < 0 ? 0 : (left >= 0x7fffffff ? 0x7fffffff : static_cast<DWORD>(left));
+    }
+    ::WaitOnAddress(static_cast<volatile void*>(&word), &expected, sizeof expected, ms);
 }
 
 /// Wakes up to `count` threads sleeping on `word` (one, or all of them for more than one:
