@@ -73,10 +73,11 @@ public:
         return static_cast<int>(n);
     }
 
-    /// True while an I/O handle is associated with the port: only then must the loop sleep in
-    /// wait(). None is yet (the core and threads need only wake-ups and timers), so the loop
-    /// sleeps on a word instead (detail/loop_sleep.hpp).
-    bool watching() const noexcept { return false; }
+    /// Whether the loop must sleep in wait() rather than on a word (detail/loop_sleep.hpp):
+    /// always, once the port exists. The loop makes it at the first use that completes on it
+    /// (a pipe's overlapped I/O, a child's exit notice), and those completions reach only a
+    /// thread that waits on the port; a loop with only timers and wake-ups never makes one.
+    bool watching() const noexcept { return true; }
 
     /// The port, for I/O handles to be associated with.
     HANDLE port() const noexcept { return m_port; }
