@@ -3,15 +3,20 @@
 #include <conflux/detail/cpp20.hpp>
 
 #include <conflux/executor.hpp>
+#include <conflux/detail/pool_queue.hpp>
 #include <conflux/detail/sigpipe.hpp>
+#include <conflux/detail/spin.hpp>
 #include <conflux/detail/thread_local.hpp>
 #include <conflux/detail/work_item.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <concepts>
 #include <condition_variable>
 #include <coroutine>
 #include <cstddef>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
@@ -50,6 +55,7 @@ public:
         if (threads == 0) {
             throw std::invalid_argument("conflux::thread_pool: needs at least one thread");
         }
+        m_thread_count = threads;
         m_threads.reserve(threads);
         // Made on a loop's thread that has SIGPIPE blocked for its run() (detail/sigpipe.hpp),
         // the threads would inherit that mask for good.
@@ -80,11 +86,25 @@ public:
 
     std::size_t size() const noexcept { return m_threads.size(); }
 
-    /// Runs `f` on one of the pool's threads. Thread-safe; allocates once to hold `f`.
+    /// Runs `f` on one of the pool's threads. Thread-safe. A small trivially copyable `f`
+    /// (up to three pointers, such as a lambda capturing references or pointers) is copied
+    /// into the pool's queue itself; any other `f` is moved into one allocation of its own.
+    /// Throws `std::bad_alloc` if the queue cannot grow; `f` is then not run.
     template <std::invocable F>
     void post(F&& f) {
         using fn_t = std::decay_t<F>;
-        enqueue(new detail::posted_function<fn_t>(fn_t(std::forward<F>(f))));
+        if constexpr (detail::pool_cell::fits<fn_t> && std::is_invocable_v<fn_t&>) {
+            const fn_t fn(std::forward<F>(f));
+            bool queued;
+            {
+                std::lock_guard lock(m_mutex);
+                queued = m_queue.push_inline(fn);
+                if (queued) pushed();
+            }
+            if (!queued) throw std::bad_alloc();
+        } else {
+            enqueue(new detail::posted_function<fn_t>(fn_t(std::forward<F>(f))));
+        }
     }
 
     /// Awaitable that resumes the awaiting coroutine on one of the pool's threads.
@@ -98,27 +118,89 @@ public:
     /// Low-level: queues an intrusive work item. Thread-safe.
     void enqueue(detail::work_item* item) noexcept {
         std::lock_guard lock(m_mutex);
-        m_queue.push(item);
-        // Notify under the lock: once it is released, the item may run and lead to the
-        // pool's destruction on another thread before a later notify would touch it.
-        if (m_idle > 0) m_wakeup.notify_one();
+        // Out of memory for the queue's next block, the item waits in the intrusive list,
+        // which cannot fail; only its place in the order is lost.
+        if (!m_queue.push_item(item)) m_overflow.push(item);
+        pushed();
+    }
+
+    /// Low-level, for `schedule()`: queues `item` and returns the coroutine to resume now.
+    /// On one of the pool's own threads with nothing else queued, that is the item's own
+    /// coroutine, at once: the thread would only pop it again. With work queued there, the
+    /// item joins the queue without waking another thread, since this one goes straight
+    /// back to the queue.
+    std::coroutine_handle<> enqueue_and_take_next(detail::work_item* item) noexcept {
+        if (!running_in_this_thread() || item->invoke != &detail::resume_item::invoke_resume) {
+            enqueue(item);
+            return std::noop_coroutine();
+        }
+        {
+            std::lock_guard lock(m_mutex);
+            if (!m_queue.empty() || !m_overflow.empty()) {
+                if (!m_queue.push_item(item)) m_overflow.push(item);
+                m_pushes.store(m_pushes.load(std::memory_order_relaxed) + 1,
+                               std::memory_order_relaxed);
+                return std::noop_coroutine();
+            }
+        }
+        return static_cast<detail::resume_item*>(item)->handle;
     }
 
 private:
+    // Called under the lock after each push. Notifies under the lock: once it is released,
+    // the item may run and lead to the pool's destruction on another thread before a later
+    // notify would touch it. A thread spinning for work takes the item without a wake-up,
+    // and wakes a sleeper itself if more is queued.
+    void pushed() noexcept {
+        // A plain increment: written only under the lock; spinning threads read it unlocked
+        // as a hint (relaxed), then look at the queue under the lock.
+        m_pushes.store(m_pushes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        if (m_idle > 0 && m_spinning == 0) m_wakeup.notify_one();
+    }
+
     void work() {
         detail::current_pool_slot() = this;
         detail::current_executor_scope scope{any_executor(*this)};
         std::unique_lock lock(m_mutex);
         for (;;) {
-            while (m_queue.empty() && !m_stopping) {
+            while (m_queue.empty() && m_overflow.empty() && !m_stopping) {
+                // Spin a little for the next push before sleeping: a sleeper costs the poster
+                // a wake-up call and itself a trip through the scheduler, many times a post.
+                if (m_spin.should_spin()) {
+                    ++m_spinning;
+                    const unsigned seen = m_pushes.load(std::memory_order_relaxed);
+                    lock.unlock();
+                    const bool saw = detail::spin_until(
+                        [&] { return m_pushes.load(std::memory_order_relaxed) != seen; },
+                        spin_budget);
+                    lock.lock();
+                    --m_spinning;
+                    m_spin.record(saw);
+                    continue;
+                }
                 ++m_idle;
                 m_wakeup.wait(lock);
                 --m_idle;
             }
-            detail::work_item* item = m_queue.pop();
-            if (!item) return; // stopping and drained
-            lock.unlock();
-            detail::resume_item::run(item);
+            // A share of the queue per lock, never more than the other threads' share, so
+            // that a burst is not taken by one thread while others idle.
+            const std::size_t queued = m_queue.size();
+            const std::size_t share = (queued + m_thread_count - 1) / m_thread_count;
+            detail::pool_cell batch[max_batch];
+            void* retired = nullptr;
+            if (std::size_t n = m_queue.pop_some(batch, share < max_batch ? share : max_batch,
+                                                 retired)) {
+                // Pushes seen by a spinning thread woke nobody: pass the rest on.
+                if (!m_queue.empty() && m_idle > 0 && m_spinning == 0) m_wakeup.notify_one();
+                lock.unlock();
+                detail::pool_queue::delete_retired(retired);
+                for (std::size_t i = 0; i < n; ++i) batch[i].run();
+            } else if (detail::work_item* item = m_overflow.pop()) {
+                lock.unlock();
+                detail::resume_item::run(item);
+            } else {
+                return; // stopping and drained
+            }
             lock.lock();
         }
     }
@@ -135,11 +217,19 @@ private:
         m_threads.clear();
     }
 
+    static constexpr std::size_t max_batch = 8;
+    static constexpr std::chrono::nanoseconds spin_budget{std::chrono::microseconds(20)};
+
     std::mutex m_mutex;
     std::condition_variable m_wakeup;
-    detail::work_queue m_queue;
-    std::size_t m_idle = 0;
+    detail::pool_queue m_queue;
+    detail::work_queue m_overflow; // items that found no room in m_queue; see enqueue
+    std::size_t m_idle = 0;     // threads asleep in m_wakeup
+    std::size_t m_spinning = 0; // threads spinning for m_pushes to change
+    std::atomic<unsigned> m_pushes{0};
+    detail::spin_governor m_spin;
     bool m_stopping = false;
+    std::size_t m_thread_count = 0; // set before the threads start, which read it
     std::vector<std::thread> m_threads;
 };
 
