@@ -116,7 +116,9 @@ public:
         // The most capacity the capture can use: the limit plus the one byte that tells an
         // overflow from an exact fit.
         const std::size_t cap = limit != 0 && limit < out.max_size() ? limit + 1 : out.max_size();
+#if !CONFLUX_PLATFORM_WINDOWS
         const int fd = native_handle();
+#endif
         // A read at a full string's end goes to `spill` first: the string grows only once
         // bytes have arrived, so the end of the stream never costs a reallocation.
         std::unique_ptr<char[]> spill;
@@ -129,6 +131,30 @@ public:
             const std::size_t old = out.size();
             const std::size_t want = std::min(window, cap - old);
             const std::size_t spare = out.capacity() - old;
+#if CONFLUX_PLATFORM_WINDOWS
+            // Overlapped reads complete on the port, so each one is awaited: into the spare
+            // capacity, or into `spill` when the string is full.
+            if (spare < want && spare < 4096) {
+                if (!spill) spill = std::make_unique_for_overwrite<char[]>(pipe_full);
+                const std::size_t got =
+                    co_await read_raw(spill.get(), std::min(want, pipe_full), token);
+                if (got == 0) co_return;
+                detail::reserve_for_capture(out, detail::capture_growth(old, got, cap));
+                out.append(spill.get(), got);
+                continue;
+            }
+            const std::size_t room = std::min(want, spare);
+            out.resize(old + room);
+            std::size_t got = 0;
+            try {
+                got = co_await read_raw(out.data() + old, room, token);
+            } catch (...) {
+                out.resize(old);
+                throw;
+            }
+            out.resize(old + got);
+            if (got == 0) co_return;
+#else
             detail::io_result r;
             if (spare < want && spare < 4096) {
                 if (!spill) spill = std::make_unique_for_overwrite<char[]>(pipe_full);
@@ -150,6 +176,7 @@ public:
             }
             if (!r.would_block()) detail::throw_system_error(r.error, "read", m_name);
             co_await watch().readable(token);
+#endif
         }
     }
 
