@@ -343,8 +343,8 @@ TEST_CASE("channel: a blocking receive cancelled while the stop runs on another 
     conflux_test::watchdog dog(30s);
     const int rounds = static_cast<int>(scaled(20000));
     conflux::channel<int> ch(0);
-    std::stop_source handed;     // the source of the current round, copied by the stopper
-    std::atomic<int> turn{0};    // 1: `handed` is ready; 0: copied; -1: no more rounds
+    std::stop_source handed;  // the source of the current round, copied by the stopper
+    std::atomic<int> turn{0}; // 1: `handed` is ready; 0: copied; -1: no more rounds
     std::jthread stopper([&] {
         for (;;) {
             const int t = turn.load(std::memory_order_acquire);

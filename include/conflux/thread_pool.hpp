@@ -188,8 +188,8 @@ private:
             const std::size_t share = (queued + m_thread_count - 1) / m_thread_count;
             detail::pool_cell batch[max_batch];
             void* retired = nullptr;
-            if (std::size_t n = m_queue.pop_some(batch, share < max_batch ? share : max_batch,
-                                                 retired)) {
+            if (std::size_t n =
+                    m_queue.pop_some(batch, share < max_batch ? share : max_batch, retired)) {
                 // Pushes seen by a spinning thread woke nobody: pass the rest on.
                 if (!m_queue.empty() && m_idle > 0 && m_spinning == 0) m_wakeup.notify_one();
                 lock.unlock();
@@ -224,8 +224,8 @@ private:
     std::condition_variable m_wakeup;
     detail::pool_queue m_queue;
     detail::work_queue m_overflow; // items that found no room in m_queue; see enqueue
-    std::size_t m_idle = 0;     // threads asleep in m_wakeup
-    std::size_t m_spinning = 0; // threads spinning for m_pushes to change
+    std::size_t m_idle = 0;        // threads asleep in m_wakeup
+    std::size_t m_spinning = 0;    // threads spinning for m_pushes to change
     std::atomic<unsigned> m_pushes{0};
     detail::spin_governor m_spin;
     bool m_stopping = false;

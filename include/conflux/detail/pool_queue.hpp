@@ -25,9 +25,9 @@ struct pool_cell {
 
     /// True for callables that a cell holds by value.
     template <class F>
-    static constexpr bool fits = std::is_trivially_copyable_v<F> &&
-                                 std::is_trivially_destructible_v<F> &&
-                                 sizeof(F) <= payload_size && alignof(F) <= alignof(void*);
+    static constexpr bool
+        fits = std::is_trivially_copyable_v<F>&& std::is_trivially_destructible_v<F> &&
+               sizeof(F) <= payload_size && alignof(F) <= alignof(void*);
 
     template <class F>
     static void call_inline(void* payload) noexcept {

@@ -117,7 +117,7 @@ CONFLUX_DETAIL_THREAD_LOCAL_ACCESSOR inline trampoline*& trampoline_slot() noexc
 /// (`*trampoline_slot()`), and the awaits nested above that loop keep less than
 /// `trampoline_nesting_bytes` of native stack. When it may, `t.executor` is `host`'s executor.
 [[gnu::always_inline]] inline bool trampoline_nests(const trampoline& t,
-                                                   std::coroutine_handle<> host) noexcept {
+                                                    std::coroutine_handle<> host) noexcept {
     return t.current == host && t.base - trampoline_stack_address() <= trampoline_nesting_bytes;
 }
 

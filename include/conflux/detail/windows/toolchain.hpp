@@ -16,7 +16,7 @@
 
 #include <version>
 
-#if defined(__GLIBCXX__) && defined(__MINGW32__) && !_GLIBCXX_USE_POSIX_SEMAPHORE &&           \
+#if defined(__GLIBCXX__) && defined(__MINGW32__) && !_GLIBCXX_USE_POSIX_SEMAPHORE &&               \
     !defined(CONFLUX_ACCEPT_LOST_STOP_WAKEUPS)
 #error                                                                                             \
     "conflux on MinGW-w64 needs -D_GLIBCXX_USE_POSIX_SEMAPHORE=1 for the whole program: libstdc++'s own semaphores can lose a wake-up and hang a cancelled wait (docs/install.md, Windows)"
