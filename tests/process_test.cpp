@@ -309,6 +309,15 @@ TEST_CASE("Windows: exec runs cmd.exe; a batch file goes through cmd.exe too") {
             refused = true;
         }
         CHECK(refused);
+        // Another shell would misread cmd.exe's /d /s /c line: refused, not run.
+        bool other_shell_refused = false;
+        try {
+            exec_options other_shell{.check = false, .shell = child()};
+            co_await conflux::exec("echo x", other_shell);
+        } catch (const std::invalid_argument& e) {
+            other_shell_refused = std::string(e.what()).find("cmd.exe") != std::string::npos;
+        }
+        CHECK(other_shell_refused);
     });
 }
 

@@ -218,7 +218,8 @@ struct exec_options {
     std::optional<std::chrono::milliseconds> wait_delay{};
 #if CONFLUX_PLATFORM_WINDOWS
     /// The shell `exec` runs the command with (`shell /d /s /c "command"`); empty: the
-    /// child's %COMSPEC%, else cmd.exe.
+    /// child's %COMSPEC%, else cmd.exe. A program other than cmd.exe is refused with
+    /// `std::invalid_argument`: the line is written for cmd.exe's parser.
     std::string shell{};
 #else
     /// The shell `exec` runs the command with (`shell -c command`).

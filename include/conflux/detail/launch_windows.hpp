@@ -130,6 +130,13 @@ inline launched launch(const launch_request& r, const std::string* shell_command
     plan.cwd = &wide_cwd;
     if (shell_command != nullptr) {
         plan.application = r.program.empty() ? comspec() : locate(r.program);
+        // The line is cmd.exe's (/d /s /c "..."): another shell would misread it, so it is
+        // refused rather than run with arguments it does not understand.
+        if (!windows::is_cmd_exe(plan.application)) {
+            throw std::invalid_argument("conflux::exec: shell \"" + std::string(r.program) +
+                                        "\" is not cmd.exe; on Windows exec runs commands "
+                                        "through cmd.exe only (leave shell empty for %COMSPEC%)");
+        }
         plan.command_line = windows::shell_command_line(*shell_command, plan.application);
     } else {
         const std::wstring program = locate(r.program);

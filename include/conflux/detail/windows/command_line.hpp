@@ -198,6 +198,15 @@ inline std::wstring shell_command_line(std::string_view command, std::wstring_vi
     return checked_length(std::move(out), "shell command line");
 }
 
+/// Whether `program_path` names cmd.exe (any directory, any case), the one shell whose command
+/// line shell_command_line builds.
+inline bool is_cmd_exe(std::wstring_view program_path) {
+    const std::size_t slash = program_path.find_last_of(L"\\/");
+    const std::wstring_view name =
+        slash == std::wstring_view::npos ? program_path : program_path.substr(slash + 1);
+    return name.size() == 7 && command_line_detail::ends_with_ignoring_case(name, L"cmd.exe");
+}
+
 /// True when CreateProcessW would run `program_path` through cmd.exe: its file name ends in
 /// .bat or .cmd, in any case. Windows drops trailing dots and spaces from a file name, and
 /// "name::$DATA" names the file's own contents, so "run.bat. ", "RUN.CMD..." and
