@@ -28,6 +28,8 @@
 #endif
 #include <windows.h>
 
+#include <fcntl.h>
+
 using namespace std::chrono_literals;
 using conflux::exec_options;
 using conflux::spawn_options;
@@ -212,6 +214,30 @@ TEST_CASE("Windows: stdio ignore, file, inherit and all") {
         std::ifstream in(file, std::ios::binary);
         std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         CHECK(content == "to a file\n");
+
+        // open(2) flags: O_APPEND adds to the end; O_CREAT | O_EXCL refuses a file that exists,
+        // naming it.
+        const int append = O_WRONLY | O_CREAT | O_APPEND;
+        for (const char* word : {"one", "two"}) {
+            auto d = conflux::spawn(
+                child(), {"echo", word},
+                named({.stdio = {stdio_spec::ignore(), stdio_spec::file(file, append)}}));
+            CHECK((co_await d.wait()).code() == 0);
+        }
+        std::ifstream appended(file, std::ios::binary);
+        std::string all((std::istreambuf_iterator<char>(appended)),
+                        std::istreambuf_iterator<char>());
+        CHECK(all == "to a file\none\ntwo\n");
+        bool named_in_error = false;
+        try {
+            const int exclusive = O_WRONLY | O_CREAT | O_EXCL;
+            auto e = conflux::spawn(
+                child(), {"echo", "x"},
+                named({.stdio = {stdio_spec::ignore(), stdio_spec::file(file, exclusive)}}));
+        } catch (const std::system_error& e) {
+            named_in_error = std::string(e.what()).find("out.txt") != std::string::npos;
+        }
+        CHECK(named_in_error);
 
         auto c = conflux::spawn(child(), {"stderr", "oops"}, named({.all = true}));
         CHECK((co_await c.all().read_all()) == "oops\n");

@@ -188,7 +188,7 @@ inline launched launch(const launch_request& r, const std::string* shell_command
             break;
         }
         case stdio_spec::kind::file: {
-            unique_handle f(open_stdio_file(s.path, i == 0));
+            unique_handle f(open_stdio_file(s.path, s.flags, i == 0));
             if (!f) {
                 throw_spawn_error(last_error(), r.program,
                                   "open \"" + s.path.string() + "\" for fd " + std::to_string(i));

@@ -9,6 +9,8 @@
 #include <conflux/detail/windows/command_line.hpp>
 #include <conflux/detail/windows/win32.hpp>
 
+#include <fcntl.h>
+
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -90,13 +92,36 @@ inline HANDLE open_null_device(bool for_read) noexcept {
 }
 
 /// A file for a child's stdio: read (fd 0) or written from its start, created if missing.
-inline HANDLE open_stdio_file(const std::filesystem::path& path, bool for_read) noexcept {
-    if (for_read) {
-        return ::CreateFileW(path.c_str(), GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE,
-                             nullptr, OPEN_EXISTING, 0, nullptr);
+inline HANDLE open_stdio_file(const std::filesystem::path& path, int flags,
+                              bool for_read) noexcept {
+    const DWORD share = FILE_SHARE_READ | FILE_SHARE_WRITE;
+    if (flags == -1) {
+        if (for_read) {
+            return ::CreateFileW(path.c_str(), GENERIC_READ, share, nullptr, OPEN_EXISTING, 0,
+                                 nullptr);
+        }
+        return ::CreateFileW(path.c_str(), GENERIC_WRITE | FILE_READ_ATTRIBUTES, share, nullptr,
+                             CREATE_ALWAYS, 0, nullptr);
     }
-    return ::CreateFileW(path.c_str(), GENERIC_WRITE | FILE_READ_ATTRIBUTES,
-                         FILE_SHARE_READ | FILE_SHARE_WRITE, nullptr, CREATE_ALWAYS, 0, nullptr);
+    // open(2)'s flags, as the C runtime's _open maps them. O_APPEND asks for append-only
+    // data access, so every write of the child lands at the end. There are no permission
+    // bits to apply: `mode` is not used on Windows.
+    const int access = flags & (O_RDONLY | O_WRONLY | O_RDWR);
+    DWORD rights = access == O_WRONLY ? GENERIC_WRITE
+                   : access == O_RDWR ? GENERIC_READ | GENERIC_WRITE
+                                      : GENERIC_READ;
+    if ((flags & O_APPEND) != 0 && (rights & GENERIC_WRITE) != 0) {
+        rights = (rights & ~DWORD{GENERIC_WRITE}) | FILE_APPEND_DATA | FILE_READ_ATTRIBUTES |
+                 SYNCHRONIZE;
+    }
+    const bool create = (flags & O_CREAT) != 0;
+    const bool truncate = (flags & O_TRUNC) != 0;
+    const DWORD disposition = create && (flags & O_EXCL) != 0 ? CREATE_NEW
+                              : create && truncate            ? CREATE_ALWAYS
+                              : create                        ? OPEN_ALWAYS
+                              : truncate                      ? TRUNCATE_EXISTING
+                                                              : OPEN_EXISTING;
+    return ::CreateFileW(path.c_str(), rights, share, nullptr, disposition, 0, nullptr);
 }
 
 /// This process's standard handle `fd` (0, 1, 2), not owned; null when it has none.
