@@ -349,7 +349,7 @@ TEST_CASE("the loop releases its descriptors and threads") {
         conflux::run([]() -> conflux::task<> { co_await conflux::sleep_for(0ms); }());
     }
     CHECK(conflux_test::open_fds() == fds);
-    CHECK(conflux_test::thread_count() == threads);
+    CHECK(conflux_test::settled_thread_count(threads) == threads);
 }
 
 TEST_CASE("a loop that only runs ready work opens no descriptor") {

@@ -364,7 +364,7 @@ TEST_CASE("worker: a dropped worker is stopped and joined") {
         co_return;
     };
     conflux::run(body());
-    CHECK(conflux_test::thread_count() == baseline);
+    CHECK(conflux_test::settled_thread_count(baseline) == baseline);
 }
 
 TEST_CASE("worker: options name the thread and size its stack") {
@@ -507,7 +507,7 @@ TEST_CASE("256 workers under a limit of 128 descriptors each run or fail clearly
         }
     }
     MESSAGE(ran << " workers ran, " << errors.size() << " could not start their loop");
-    CHECK(conflux_test::thread_count() == threads);
+    CHECK(conflux_test::settled_thread_count(threads) == threads);
     CHECK(conflux_test::open_fds() == fds);
 }
 #endif

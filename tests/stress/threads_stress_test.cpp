@@ -261,5 +261,5 @@ TEST_CASE("worker: 10,000 started and joined, the thread count back to baseline"
         co_return sum;
     };
     CHECK(conflux::run(body()) == workers * (workers - 1) / 2);
-    CHECK(conflux_test::thread_count() == baseline);
+    CHECK(conflux_test::settled_thread_count(baseline) == baseline);
 }

@@ -252,10 +252,36 @@ void meet_error_types_before_emfile(Also&&... also) {
 
 /// The thread count to compare against later: sanitizer runtimes (GCC's TSan) start a helper
 /// thread of their own along with the first thread a test creates, so one is started and
-/// joined first.
+/// joined first, and counted only once it is gone (see `settled_thread_count`).
 inline std::size_t thread_baseline() {
+#if defined(_WIN32)
     std::thread([] {}).join();
+#else
+    pid_t tid = 0;
+    std::thread([&tid] { tid = ::gettid(); }).join();
+    const std::string listed = "/proc/self/task/" + std::to_string(tid);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    std::error_code ec;
+    while (std::filesystem::exists(listed, ec) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+#endif
     return thread_count();
+}
+
+/// The thread count, given up to `limit` to come down to `expected`. A joined thread can
+/// still be listed for a moment after the join returns: Linux wakes the joiner when it
+/// clears the thread's id, before it removes the thread from /proc/self/task. A thread that
+/// was really left running is still counted after the wait, so a leak still fails.
+inline std::size_t settled_thread_count(std::size_t expected,
+                                        std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::size_t n = thread_count();
+    while (n != expected && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        n = thread_count();
+    }
+    return n;
 }
 
 } // namespace conflux_test
