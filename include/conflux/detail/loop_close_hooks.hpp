@@ -2,6 +2,8 @@
 
 #include <conflux/detail/cpp20.hpp>
 
+#include <conflux/detail/intrusive_list.hpp>
+
 namespace conflux::detail {
 
 /// Something that lives on a loop's thread and must let go of the loop before it is
@@ -15,40 +17,7 @@ struct loop_close_hook {
     bool linked = false;
 };
 
-/// The loop's intrusive list of close hooks: O(1) link and unlink, no allocation. Not
-/// thread-safe (the loop's thread only).
-class loop_close_hooks {
-public:
-    void link(loop_close_hook* hook) noexcept {
-        hook->prev = nullptr;
-        hook->next = m_head;
-        if (m_head) m_head->prev = hook;
-        m_head = hook;
-        hook->linked = true;
-    }
-
-    /// Unlinking a hook that is not linked (already taken, or never linked) does nothing.
-    void unlink(loop_close_hook* hook) noexcept {
-        if (!hook->linked) return;
-        if (hook->prev) {
-            hook->prev->next = hook->next;
-        } else {
-            m_head = hook->next;
-        }
-        if (hook->next) hook->next->prev = hook->prev;
-        hook->prev = hook->next = nullptr;
-        hook->linked = false;
-    }
-
-    /// Unlinks and returns the first hook, or nullptr when none is left.
-    loop_close_hook* take_first() noexcept {
-        loop_close_hook* hook = m_head;
-        if (hook) unlink(hook);
-        return hook;
-    }
-
-private:
-    loop_close_hook* m_head = nullptr;
-};
+/// The loop's list of close hooks. Not thread-safe (the loop's thread only).
+using loop_close_hooks = intrusive_list<loop_close_hook>;
 
 } // namespace conflux::detail
