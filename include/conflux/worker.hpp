@@ -290,16 +290,10 @@ public:
                                " ms after terminate() (its body ignores its stop token)");
         }
         std::lock_guard lock(st.join_mutex);
-        m_thread.join_exiting(exit_budget);
+        m_thread.join_exiting(detail::thread_exit_budget);
     }
 
 private:
-    // How long a join yields to a thread whose body has ended before it blocks in the
-    // system's join. The exit after the body (C runtime clean-up, stack release, the exit
-    // system call) took 11-16 us on a loaded 2-core machine, within one yield 99.8 % of the
-    // time; the budget leaves room for a busier one.
-    static constexpr std::chrono::microseconds exit_budget{50};
-
     struct state {
         worker_options options;
         std::stop_source stop;
@@ -336,7 +330,7 @@ private:
         state& st = *m_state;
         {
             std::lock_guard lock(st.join_mutex);
-            m_thread.join_exiting(exit_budget);
+            m_thread.join_exiting(detail::thread_exit_budget);
         }
         if (!st.failure) return;
         try {
@@ -375,7 +369,7 @@ private:
                 if (pause < std::chrono::milliseconds(5)) pause *= 2;
             }
             std::lock_guard lock(m_state->join_mutex);
-            m_thread.join_exiting(exit_budget);
+            m_thread.join_exiting(detail::thread_exit_budget);
         }
         m_state.reset();
     }
