@@ -290,7 +290,7 @@ public:
                                " ms after terminate() (its body ignores its stop token)");
         }
         std::lock_guard lock(st.join_mutex);
-        m_thread.join();
+        m_thread.join_exiting(detail::thread_exit_budget);
     }
 
 private:
@@ -330,7 +330,7 @@ private:
         state& st = *m_state;
         {
             std::lock_guard lock(st.join_mutex);
-            m_thread.join();
+            m_thread.join_exiting(detail::thread_exit_budget);
         }
         if (!st.failure) return;
         try {
@@ -369,7 +369,7 @@ private:
                 if (pause < std::chrono::milliseconds(5)) pause *= 2;
             }
             std::lock_guard lock(m_state->join_mutex);
-            m_thread.join();
+            m_thread.join_exiting(detail::thread_exit_budget);
         }
         m_state.reset();
     }
