@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -317,8 +318,8 @@ bool can_widen_to_1_mib() {
 
 } // namespace
 
-TEST_CASE("read_into widens a pipe once its capture reaches 1 MiB, not before; a socket reads "
-          "as before") {
+TEST_CASE("read_into widens a pipe once its capture reaches 1 MiB, write_all from 1 MiB on, not "
+          "before; a socket reads as before") {
     conflux_test::watchdog dog(20s);
     conflux::run([]() -> task<> {
         std::string data(3 * 1024 * 1024 + 5, '\0');
@@ -345,6 +346,25 @@ TEST_CASE("read_into widens a pipe once its capture reaches 1 MiB, not before; a
             auto reader = [&]() -> task<> { co_await p.reader.read_into(out, 0, nullptr); };
             co_await conflux::when_all(writer(), reader());
             CHECK(out == data);
+            if (can_widen_to_1_mib()) CHECK(pipe_size(p.reader.native_handle()) >= 1024 * 1024);
+        }
+        {
+            // A write_all of 1 MiB, read by read_some alone: the writer widened the pipe.
+            auto p = make_pipe();
+            const std::string_view mib = std::string_view(data).substr(0, 1024 * 1024);
+            auto writer = [&]() -> task<> {
+                co_await p.writer.write_all(mib);
+                p.writer.close();
+            };
+            std::string out;
+            auto reader = [&]() -> task<> {
+                std::array<char, 65536> buf;
+                while (std::size_t n = co_await p.reader.read_some(std::span<char>(buf))) {
+                    out.append(buf.data(), n);
+                }
+            };
+            co_await conflux::when_all(writer(), reader());
+            CHECK(out == mib);
             if (can_widen_to_1_mib()) CHECK(pipe_size(p.reader.native_handle()) >= 1024 * 1024);
         }
         {
@@ -601,7 +621,8 @@ TEST_CASE("a second write while one waits on a full pipe is a logic_error; the f
     const auto fds = conflux_test::open_fds();
     conflux::run([]() -> task<> {
         auto p = make_pipe();
-        const std::string big(1 << 20, 'b');
+        // Larger than the pipe, even once write_all has widened it to 1 MiB.
+        const std::string big(4 << 20, 'b');
         std::string refused;
         auto first = [&]() -> task<> {
             co_await p.writer.write_all(big);

@@ -19,7 +19,6 @@
 #include <conflux/detail/child_state.hpp>
 #include <conflux/detail/gcc12_temporaries.hpp>
 #include <conflux/detail/launch.hpp>
-#include <conflux/detail/pipe_size.hpp>
 
 #include <algorithm>
 #include <concepts>
@@ -139,8 +138,6 @@ inline task<exec_result> run_exec(std::string label, std::string program,
     auto feed = [&]() -> task<void> {
         writable_stream* in = state->writer(0);
         if (in == nullptr) co_return;
-        // A large input is a bulk transfer: a wider pipe, fewer wake-ups on both sides.
-        if (input.size() >= bulk_pipe_size) widen_pipe(in->native_handle(), bulk_pipe_size);
         try {
             if (!input.empty()) co_await in->write_all(input, readers);
         } catch (const std::system_error& e) {

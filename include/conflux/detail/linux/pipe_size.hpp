@@ -1,9 +1,9 @@
 #pragma once
 
-// Widening a pipe that carries a bulk transfer (exec's input, a capture that has reached
-// 1 MiB): with the default 64 KiB, each side wakes the other every 64 KiB; with 1 MiB the
-// reader drains up to 16 reads per wake-up and the writer's large writes complete at once
-// (64 MiB through `cat`: about 1,300 context switches in the parent per call fall to 300).
+// Widening a pipe that carries a bulk transfer (a write_all of 1 MiB or more, a capture that
+// has reached 1 MiB): with the default 64 KiB, each side wakes the other every 64 KiB; with 1 MiB
+// the reader drains up to 16 reads per wake-up and the writer's large writes complete at once (64
+// MiB through `cat`: about 1,300 context switches in the parent per call fall to 300).
 
 #include <conflux/detail/platform.hpp>
 
