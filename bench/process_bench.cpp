@@ -2,7 +2,8 @@
 // - exec_file("/bin/true") latency vs posix_spawn + three pipes + waitpid, and Node's execFile;
 // - 32 in flight vs a raw posix_spawn loop with 32 in flight, and Node;
 // - spawn latency from a parent with 1 GiB of touched heap vs the same with a small heap;
-// - 64 MiB through `cat` vs a raw 64 KiB read/write loop through the same cat.
+// - 64 MiB through `cat` vs a raw 64 KiB read/write loop through the same cat, and captured by
+//   exec_file vs the same streamed (discarded, and kept with read_into).
 #include <conflux/conflux.hpp>
 
 #include "baselines.hpp"
@@ -69,8 +70,10 @@ conflux::task<void> conflux_parallel(std::size_t n, std::size_t in_flight) {
 }
 
 // Streams through `cat` with spawn: write_all on stdin and read_some into a 64 KiB buffer
-// run concurrently, counting bytes (the raw loop below does the same).
-conflux::task<void> conflux_cat(const std::string& data) {
+// run concurrently, counting bytes (the raw loop below does the same). With `keep`, stdout is
+// kept instead, read_into a std::string as exec's capture does: the bytes land in 64 MiB of
+// fresh memory rather than in one 64 KiB buffer that stays in cache.
+conflux::task<void> conflux_cat(const std::string& data, bool keep = false) {
     auto child = conflux::spawn("cat");
     auto feed = [&]() -> conflux::task<void> {
         co_await child.in().write_all(data);
@@ -78,6 +81,12 @@ conflux::task<void> conflux_cat(const std::string& data) {
     };
     std::size_t got = 0;
     auto drain = [&]() -> conflux::task<void> {
+        if (keep) {
+            std::string out;
+            co_await child.out().read_into(out, 0, nullptr);
+            got = out.size();
+            co_return;
+        }
         std::vector<char> buf(64 * 1024);
         while (std::size_t n = co_await child.out().read_some(std::span<char>(buf))) got += n;
     };
@@ -87,15 +96,16 @@ conflux::task<void> conflux_cat(const std::string& data) {
 }
 
 // exec_file capturing 64 MiB into a std::string that grows as it goes (Node's default shape).
-// The options (holding the input) are built once by the caller, as the streams row's data is:
-// what is timed is the call, including its own copy of the input.
+// The options are built once by the caller, as the streams row's data is; with `.input_view`
+// the call writes the caller's bytes, with `.input` what is timed includes its own copy.
 conflux::task<void> conflux_cat_exec(const conflux::exec_options& opts, std::size_t size) {
     auto r = co_await conflux::exec_file("cat", {}, opts);
     if (r.out.size() != size) std::abort();
 }
 
-// The raw baseline: one thread, poll() on both ends, 64 KiB read/write.
-void raw_cat(const std::string& data) {
+// The raw baseline: one thread, poll() on both ends, 64 KiB read/write. With `keep`, each
+// read appends to a std::string (grown by doubling), as a capture must.
+void raw_cat(const std::string& data, bool keep = false) {
     char arg0[] = "cat";
     char* argv[] = {arg0, nullptr};
     int out, err, in;
@@ -105,6 +115,7 @@ void raw_cat(const std::string& data) {
     std::size_t got = 0;
     std::size_t written = 0;
     std::vector<char> buf(64 * 1024);
+    std::string kept;
     while (true) {
         pollfd fds[2] = {{out, POLLIN, 0}, {in, POLLOUT, 0}};
         const int nfds = in >= 0 ? 2 : 1;
@@ -119,7 +130,15 @@ void raw_cat(const std::string& data) {
             }
         }
         if (fds[0].revents & (POLLIN | POLLHUP)) {
-            const ssize_t r = ::read(out, buf.data(), buf.size());
+            ssize_t r = 0;
+            if (keep) {
+                const std::size_t old = kept.size();
+                kept.resize(old + buf.size());
+                r = ::read(out, kept.data() + old, buf.size());
+                kept.resize(old + static_cast<std::size_t>(std::max<ssize_t>(r, 0)));
+            } else {
+                r = ::read(out, buf.data(), buf.size());
+            }
             if (r <= 0) break;
             got += static_cast<std::size_t>(r);
         }
@@ -214,7 +233,8 @@ int main() {
     const double ours_tp =
         mb / bench::best_seconds([&](std::size_t) { conflux::run(conflux_cat(data)); }, 1, 3);
     bench::row("64 MiB through cat (spawn streams)", ours_tp, raw_tp, "MB/s", true);
-    const conflux::exec_options cat_opts{.input = data, .max_buffer = 0};
+    // The input is the caller's (`.input_view`), as the streams row's is: nothing is copied.
+    const conflux::exec_options cat_opts{.input_view = data, .max_buffer = 0};
     const double exec_tp =
         mb / bench::best_seconds(
                  [&](std::size_t) { conflux::run(conflux_cat_exec(cat_opts, data.size())); }, 1, 3);
@@ -223,13 +243,31 @@ int main() {
                true);
     // The same with `.reserve_output` = the size: the capture never grows.
     const conflux::exec_options reserved_opts{
-        .input = data, .max_buffer = 0, .reserve_output = data.size()};
+        .input_view = data, .max_buffer = 0, .reserve_output = data.size()};
     const double reserved_tp =
         mb /
         bench::best_seconds(
             [&](std::size_t) { conflux::run(conflux_cat_exec(reserved_opts, data.size())); }, 1, 3);
     bench::row("64 MiB through cat, exec_file captured with reserve_output vs spawn streams",
                reserved_tp, ours_tp, "MB/s", true);
+    // `.input` instead of `.input_view`: the call copies 64 MiB into fresh pages first.
+    const conflux::exec_options copied_opts{.input = data, .max_buffer = 0};
+    const double copied_tp =
+        mb /
+        bench::best_seconds(
+            [&](std::size_t) { conflux::run(conflux_cat_exec(copied_opts, data.size())); }, 1, 3);
+    bench::row("64 MiB through cat, exec_file captured with .input copied vs spawn streams",
+               copied_tp, ours_tp, "MB/s", true);
+    // What keeping the bytes costs, whoever keeps them: the streams row and the raw loop
+    // discard into a 64 KiB buffer, a capture writes 64 MiB of fresh memory.
+    const double kept_tp =
+        mb / bench::best_seconds([&](std::size_t) { conflux::run(conflux_cat(data, true)); }, 1, 3);
+    bench::row("64 MiB through cat, exec_file captured vs spawn streams kept with read_into",
+               exec_tp, kept_tp, "MB/s", true);
+    const double raw_kept_tp =
+        mb / bench::best_seconds([&](std::size_t) { raw_cat(data, true); }, 1, 3);
+    bench::row("64 MiB through cat, raw loop keeping the bytes vs discarding them", raw_kept_tp,
+               raw_tp, "MB/s", true);
 
     {
         // Interleaved, best of 3 each: the machine's drift lands on both sides alike.

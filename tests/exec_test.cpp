@@ -244,7 +244,9 @@ TEST_CASE("Windows: conflux::run returning with detached tasks mid-exec and mid-
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -422,6 +424,86 @@ TEST_CASE("reserve_output: capacity before the first read, bounded by max_buffer
             refused = std::string(e.what()).find("reserve_output") != std::string::npos;
         }
         CHECK(refused);
+    });
+}
+
+TEST_CASE("input_view: the caller's bytes go to stdin uncopied, byte-exact, empty or large") {
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const std::size_t mib = 1024 * 1024;
+        std::string data(9 * mib + 4099, '\0');
+        for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 29 % 251);
+        // Empty, below the size that widens the input's pipe, at it and well past it.
+        for (std::size_t n : {std::size_t(0), std::size_t(70000), mib, data.size()}) {
+            const std::string_view view(data.data(), n);
+            exec_options o{.input_view = view, .max_buffer = 0};
+            auto r = co_await conflux::exec_file(child(), {"cat"}, o);
+            CHECK(r.out.size() == n);
+            CHECK(r.out == view);
+        }
+        // A view of bytes that are not text: NULs pass through like anything else.
+        const std::string zeros(3 * mib, '\0');
+        exec_options z{.input_view = zeros, .max_buffer = 0};
+        CHECK((co_await conflux::exec_file(child(), {"cat"}, z)).out == zeros);
+    });
+}
+
+TEST_CASE("input_view: both input and input_view are refused before anything starts") {
+    conflux_test::watchdog dog(5s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const std::string bytes = "abc";
+        exec_options both{.input = "x", .input_view = bytes};
+        bool refused = false;
+        try {
+            co_await conflux::exec_file(child(), {"cat"}, both);
+        } catch (const std::invalid_argument& e) {
+            refused = std::string(e.what()).find("input_view") != std::string::npos;
+        }
+        CHECK(refused);
+        // Either alone is fine.
+        exec_options one{.input_view = bytes};
+        CHECK((co_await conflux::exec_file(child(), {"cat"}, one)).out == "abc");
+    });
+}
+
+TEST_CASE("input_view: a child that does not read it, a timeout and max_buffer mid-transfer") {
+    conflux_test::watchdog dog(30s);
+    no_leaks probe;
+    run([]() -> task<> {
+        const std::string big(16 * 1024 * 1024, 'v');
+        // Exits without reading: EPIPE on the (widened) pipe is not an error.
+        exec_options unread{.input_view = big};
+        auto r = co_await conflux::exec_file(child(), {"exit", "0"}, unread);
+        CHECK(r.status.success());
+        // Never reads: the write waits on a full pipe until the deadline ends the call.
+        const auto start = clock_type::now();
+        exec_options stalled{.timeout = 300ms, .kill_signal = SIGKILL, .input_view = big};
+        bool timed_out = false;
+        try {
+            co_await conflux::exec_file(child(), {"sleep", "10000"}, stalled);
+        } catch (const conflux::process_error& e) {
+            timed_out = e.timed_out();
+        }
+        CHECK(timed_out);
+        CHECK(clock_type::now() - start < 2s);
+        // Echoes more than max_buffer with more reserved than the limit: the child is killed
+        // while the input is still being written, and exactly the limit is kept.
+        const std::size_t limit = 2 * 1024 * 1024 + 7;
+        exec_options over{.kill_signal = SIGKILL,
+                          .input_view = big,
+                          .max_buffer = limit,
+                          .reserve_output = 8 * 1024 * 1024};
+        bool overflowed = false;
+        try {
+            co_await conflux::exec_file(child(), {"cat"}, over);
+        } catch (const conflux::process_error& e) {
+            overflowed = e.buffer_overflow();
+            CHECK(e.result().out == std::string_view(big).substr(0, limit));
+            CHECK(e.status().signal() == SIGKILL);
+        }
+        CHECK(overflowed);
     });
 }
 

@@ -15,7 +15,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 
@@ -30,6 +32,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #endif
 
@@ -296,6 +299,96 @@ TEST_CASE("read_into fills a string reserved ahead in place, and grows one past 
     }());
 }
 
+#if defined(__linux__)
+namespace {
+
+// The size the kernel gives a pipe, or -1 for a descriptor that is not one.
+int pipe_size(int fd) { return ::fcntl(fd, F_GETPIPE_SZ); }
+
+// Whether this system lets an unprivileged process ask for a 1 MiB pipe at all
+// (/proc/sys/fs/pipe-max-size and the per-user budget); read_into's widening is best effort.
+bool can_widen_to_1_mib() {
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    const bool ok = ::fcntl(p[0], F_SETPIPE_SZ, 1024 * 1024) >= 1024 * 1024;
+    ::close(p[0]);
+    ::close(p[1]);
+    return ok;
+}
+
+} // namespace
+
+TEST_CASE("read_into widens a pipe once its capture reaches 1 MiB, write_all from 1 MiB on, not "
+          "before; a socket reads as before") {
+    conflux_test::watchdog dog(20s);
+    conflux::run([]() -> task<> {
+        std::string data(3 * 1024 * 1024 + 5, '\0');
+        for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 17 % 253);
+        {
+            // A small capture leaves the pipe as it was made.
+            auto p = make_pipe();
+            const int made = pipe_size(p.reader.native_handle());
+            co_await p.writer.write_all(std::string_view(data).substr(0, 1000));
+            p.writer.close();
+            std::string out;
+            co_await p.reader.read_into(out, 0, nullptr);
+            CHECK(out.size() == 1000);
+            CHECK(pipe_size(p.reader.native_handle()) == made);
+        }
+        {
+            // A large one is byte-exact, and its pipe was widened where the system allows it.
+            auto p = make_pipe();
+            auto writer = [&]() -> task<> {
+                co_await p.writer.write_all(data);
+                p.writer.close();
+            };
+            std::string out;
+            auto reader = [&]() -> task<> { co_await p.reader.read_into(out, 0, nullptr); };
+            co_await conflux::when_all(writer(), reader());
+            CHECK(out == data);
+            if (can_widen_to_1_mib()) CHECK(pipe_size(p.reader.native_handle()) >= 1024 * 1024);
+        }
+        {
+            // A write_all of 1 MiB, read by read_some alone: the writer widened the pipe.
+            auto p = make_pipe();
+            const std::string_view mib = std::string_view(data).substr(0, 1024 * 1024);
+            auto writer = [&]() -> task<> {
+                co_await p.writer.write_all(mib);
+                p.writer.close();
+            };
+            std::string out;
+            auto reader = [&]() -> task<> {
+                std::array<char, 65536> buf;
+                while (std::size_t n = co_await p.reader.read_some(std::span<char>(buf))) {
+                    out.append(buf.data(), n);
+                }
+            };
+            co_await conflux::when_all(writer(), reader());
+            CHECK(out == mib);
+            if (can_widen_to_1_mib()) CHECK(pipe_size(p.reader.native_handle()) >= 1024 * 1024);
+        }
+        {
+            // A socket cannot be widened: the capture, reserved past 1 MiB, reads as before.
+            int sv[2];
+            REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+            auto& loop = *conflux::event_loop::current();
+            conflux::readable_stream r(sv[0], loop, "test socket reader");
+            conflux::writable_stream w(sv[1], loop, "test socket writer");
+            CHECK(pipe_size(sv[0]) < 0);
+            auto writer = [&]() -> task<> {
+                co_await w.write_all(data);
+                w.close();
+            };
+            std::string out;
+            out.reserve(2 * 1024 * 1024);
+            auto reader = [&]() -> task<> { co_await r.read_into(out, 0, nullptr); };
+            co_await conflux::when_all(writer(), reader());
+            CHECK(out == data);
+        }
+    }());
+}
+#endif
+
 #if !defined(_WIN32)
 // SIGPIPE and the signal mask are POSIX's; on Windows a reader that went away is EPIPE alone,
 // which the buffered_writer case above checks.
@@ -528,7 +621,8 @@ TEST_CASE("a second write while one waits on a full pipe is a logic_error; the f
     const auto fds = conflux_test::open_fds();
     conflux::run([]() -> task<> {
         auto p = make_pipe();
-        const std::string big(1 << 20, 'b');
+        // Larger than the pipe, even once write_all has widened it to 1 MiB.
+        const std::string big(4 << 20, 'b');
         std::string refused;
         auto first = [&]() -> task<> {
             co_await p.writer.write_all(big);

@@ -91,6 +91,11 @@ inline task<exec_result> run_exec(std::string label, std::string program,
     if (o.wait_delay && o.wait_delay->count() < 0) {
         throw std::invalid_argument(label + ": wait_delay is negative");
     }
+    if (!o.input.empty() && !o.input_view.empty()) {
+        throw std::invalid_argument(label + ": both input and input_view are set");
+    }
+    // Points into `o`, which lives in this frame, or into the caller's bytes (input_view).
+    const std::string_view input = o.input_view.empty() ? std::string_view(o.input) : o.input_view;
     exec_result res;
     if (o.reserve_output != 0) {
         if (o.reserve_output >= res.out.max_size()) {
@@ -134,7 +139,7 @@ inline task<exec_result> run_exec(std::string label, std::string program,
         writable_stream* in = state->writer(0);
         if (in == nullptr) co_return;
         try {
-            if (!o.input.empty()) co_await in->write_all(o.input, readers);
+            if (!input.empty()) co_await in->write_all(input, readers);
         } catch (const std::system_error& e) {
             // A child that exits without reading its input is not an error (EPIPE).
             if (e.code() != std::errc::broken_pipe) throw;
@@ -238,9 +243,10 @@ inline task<exec_result> run_exec(std::string label, std::string program,
 
 } // namespace detail
 
-/// Runs `program` with `args` (no shell), writes `.input` to its stdin, captures stdout and
-/// stderr (read concurrently, so neither can fill up and deadlock the child) and returns
-/// them with the exit status once the child has exited and both pipes are closed.
+/// Runs `program` with `args` (no shell), writes `.input` (or `.input_view`) to its stdin,
+/// captures stdout and stderr (read concurrently, so neither can fill up and deadlock the
+/// child) and returns them with the exit status once the child has exited and both pipes are
+/// closed.
 ///
 /// Throws `process_error` (carrying the `exec_result`) on a non-zero exit or a signal unless
 /// `.check = false`, and always on `.timeout`, `.max_buffer` overflow or an expired

@@ -195,6 +195,11 @@ struct exec_options {
     /// Written to the child's stdin, which is then closed (EOF). A child that exits without
     /// reading it all is not an error.
     std::string input{};
+    /// Written to stdin like `input`, but not copied: the call reads the caller's bytes, which
+    /// must stay alive and unchanged until it completes (Node's `input` given a Buffer). Costs
+    /// nothing per call where a copy of a large `input` costs its size in fresh pages. Setting
+    /// both `input` and `input_view` is refused with `std::invalid_argument`.
+    std::string_view input_view{};
     /// Throw `process_error` when the child does not exit with code 0.
     bool check = true;
     /// Most bytes kept of stdout and of stderr each (Node's maxBuffer, default 1 MiB);

@@ -8,6 +8,7 @@
 #include <conflux/detail/awaitable.hpp>
 #include <conflux/detail/capture_string.hpp>
 #include <conflux/detail/fd_io.hpp>
+#include <conflux/detail/pipe_size.hpp>
 #include <conflux/detail/stream_io.hpp>
 #include <conflux/detail/system_error.hpp>
 
@@ -118,6 +119,9 @@ public:
         const std::size_t cap = limit != 0 && limit < out.max_size() ? limit + 1 : out.max_size();
 #if !CONFLUX_PLATFORM_WINDOWS
         const int fd = native_handle();
+        // A capture that has reached 1 MiB is a bulk transfer: a wider pipe lets each wake-up
+        // drain more, and the writer block less often.
+        bool widened = false;
 #endif
         // A read at a full string's end goes to `spill` first: the string grows only once
         // bytes have arrived, so the end of the stream never costs a reallocation.
@@ -155,6 +159,10 @@ public:
             out.resize(old + got);
             if (got == 0) co_return;
 #else
+            if (!widened && out.capacity() >= detail::bulk_pipe_size) {
+                detail::widen_pipe(fd, detail::bulk_pipe_size);
+                widened = true;
+            }
             detail::io_result r;
             if (spare < want && spare < 4096) {
                 if (!spill) spill = std::make_unique_for_overwrite<char[]>(pipe_full);
@@ -366,9 +374,13 @@ public:
     }
 
     /// Writes all of `data`, waiting as often as the pipe fills up. On cancellation or error
-    /// an unknown prefix of `data` has been written.
+    /// an unknown prefix of `data` has been written. From 1 MiB on, a pipe is first widened
+    /// to 1 MiB where the system allows it (Linux), so that each wake-up moves more.
     [[nodiscard]] task<void> write_all(std::span<const std::byte> data,
                                        std::stop_token token = {}) {
+        if (data.size() >= detail::bulk_pipe_size) {
+            detail::widen_pipe(native_handle(), detail::bulk_pipe_size);
+        }
         return detail::write_all_async(*this, m_slot, detail::write_kind::any, data,
                                        std::move(token));
     }
