@@ -752,6 +752,63 @@ TEST_CASE("stdio: extra pipe at fd 3, ignore, inherit, 2>&1, swapped, closed; no
     });
 }
 
+// Whether this system lets an unprivileged process have a 1 MiB pipe at all
+// (/proc/sys/fs/pipe-max-size and the per-user budget): the widening is best effort.
+bool can_widen_to_1_mib() {
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    const bool ok = ::fcntl(p[0], F_SETPIPE_SZ, 1024 * 1024) >= 1024 * 1024;
+    ::close(p[0]);
+    ::close(p[1]);
+    return ok;
+}
+
+TEST_CASE("a child's pipes are widened for bulk transfers, not for small ones; bytes exact") {
+    conflux_test::watchdog dog(20s);
+    no_leaks probe;
+    run([]() -> task<> {
+        std::string data(3 * 1024 * 1024 + 5, '\0');
+        for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 17 % 253);
+        const bool widens = can_widen_to_1_mib();
+        {
+            // Small: both pipes keep the size they were made with.
+            auto c = conflux::spawn("/bin/cat");
+            const int in_size = ::fcntl(c.in().native_handle(), F_GETPIPE_SZ);
+            const int out_size = ::fcntl(c.out().native_handle(), F_GETPIPE_SZ);
+            auto feed = [&]() -> task<> {
+                co_await c.in().write_all(std::string_view(data).substr(0, 1000));
+                c.in().close();
+            };
+            std::string out;
+            auto drain = [&]() -> task<> { co_await c.out().read_into(out, 0, nullptr); };
+            co_await conflux::when_all(feed(), drain());
+            CHECK(out == std::string_view(data).substr(0, 1000));
+            CHECK(::fcntl(c.out().native_handle(), F_GETPIPE_SZ) == out_size);
+            CHECK(in_size > 0);
+            CHECK((co_await c.wait()).code() == 0);
+        }
+        {
+            // 3 MiB: write_all widens stdin at once, the capture widens stdout at 1 MiB.
+            auto c = conflux::spawn("/bin/cat");
+            int in_size = 0;
+            auto feed = [&]() -> task<> {
+                co_await c.in().write_all(data);
+                in_size = ::fcntl(c.in().native_handle(), F_GETPIPE_SZ);
+                c.in().close();
+            };
+            std::string out;
+            auto drain = [&]() -> task<> { co_await c.out().read_into(out, 0, nullptr); };
+            co_await conflux::when_all(feed(), drain());
+            CHECK(out == data);
+            if (widens) {
+                CHECK(in_size >= 1024 * 1024);
+                CHECK(::fcntl(c.out().native_handle(), F_GETPIPE_SZ) >= 1024 * 1024);
+            }
+            CHECK((co_await c.wait()).code() == 0);
+        }
+    });
+}
+
 TEST_CASE("timeout kills, and escalates to SIGKILL for a child ignoring SIGTERM") {
     conflux_test::watchdog dog(20s);
     no_leaks probe;

@@ -159,7 +159,7 @@ public:
             out.resize(old + got);
             if (got == 0) co_return;
 #else
-            if (!widened && out.capacity() >= detail::bulk_pipe_size) {
+            if (!widened && m_library_pipe && out.capacity() >= detail::bulk_pipe_size) {
                 detail::widen_pipe(fd, detail::bulk_pipe_size);
                 widened = true;
             }
@@ -374,11 +374,12 @@ public:
     }
 
     /// Writes all of `data`, waiting as often as the pipe fills up. On cancellation or error
-    /// an unknown prefix of `data` has been written. From 1 MiB on, a pipe is first widened
-    /// to 1 MiB where the system allows it (Linux), so that each wake-up moves more.
+    /// an unknown prefix of `data` has been written. From 1 MiB on, a child's pipe made by
+    /// the library is first widened to 1 MiB where the system allows it (Linux), so that each
+    /// wake-up moves more.
     [[nodiscard]] task<void> write_all(std::span<const std::byte> data,
                                        std::stop_token token = {}) {
-        if (data.size() >= detail::bulk_pipe_size) {
+        if (m_library_pipe && data.size() >= detail::bulk_pipe_size) {
             detail::widen_pipe(native_handle(), detail::bulk_pipe_size);
         }
         return detail::write_all_async(*this, m_slot, detail::write_kind::any, data,

@@ -151,8 +151,10 @@ protected:
         name += " of " + who;
         if (parent_writes) {
             m_writers.emplace_back(child_fd, writable_stream(handle, *m_loop, std::move(name)));
+            stream_access::mark_library_pipe(m_writers.back().second);
         } else {
             m_readers.emplace_back(child_fd, readable_stream(handle, *m_loop, std::move(name)));
+            stream_access::mark_library_pipe(m_readers.back().second);
         }
     }
 

@@ -98,6 +98,7 @@ protected:
     std::unique_ptr<io_watch> m_watch;
     std::string m_name;
     operation_slot m_slot;
+    bool m_library_pipe = false; // see stream_access::mark_library_pipe
 };
 
 /// One `write` (`All` false: at least one byte, returns how many) or `write_all` on a stream
@@ -210,6 +211,7 @@ protected:
     std::string m_name;
     event_loop* m_loop = nullptr;
     operation_slot m_slot;
+    bool m_library_pipe = false; // see stream_access::mark_library_pipe
 };
 
 /// Awaits the completion packet of an operation already issued on an overlapped pipe;
@@ -340,6 +342,14 @@ struct stream_access {
     template <class Stream>
     static void abandon(Stream& s) noexcept {
         s.abandon();
+    }
+
+    /// Marks a pipe the library made for a child: a bulk transfer on it may widen it
+    /// (detail/pipe_size.hpp). A stream over a descriptor the user handed in is never
+    /// resized: its size is the user's choice, and it may be shared with other processes.
+    template <class Stream>
+    static void mark_library_pipe(Stream& s) noexcept {
+        s.m_library_pipe = true;
     }
     /// The descriptor, watch and name under a stream.
     template <class Stream>
