@@ -8,6 +8,7 @@
 #include <conflux/task.hpp>
 #include <conflux/detail/channel_awaiters.hpp>
 #include <conflux/detail/gcc12_temporaries.hpp>
+#include <conflux/detail/spinning_mutex.hpp>
 #include <conflux/detail/waiter_list.hpp>
 
 #include <atomic>
@@ -390,7 +391,9 @@ private:
         if (core.try_claim(detail::wait_core::cancelled)) node.withdraw(&node);
     }
 
-    mutable std::mutex m_mutex;
+    // Held for a few dozen instructions at a time, by a producer and a consumer that may run
+    // on two cores at once: see spinning_mutex.
+    mutable detail::spinning_mutex m_mutex;
     std::deque<T> m_queue;
     detail::waiter_list m_senders;
     detail::waiter_list m_receivers;

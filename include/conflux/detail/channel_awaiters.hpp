@@ -90,11 +90,12 @@ public:
     }
 
     void await_resume() {
+        // First, the common case: sent without waiting (no callback, nothing linked).
+        if (m_early == early::done) return;
         m_callback.reset();
         m_pending = false;
         if (m_early == early::cancelled) throw operation_cancelled();
         if (m_early == early::closed) throw channel_closed();
-        if (m_early == early::done) return;
         if (m_core.winner() == wait_core::cancelled) throw operation_cancelled();
         if (m_node.closed) throw channel_closed();
     }
@@ -136,7 +137,10 @@ public:
         wake_list wake;
         {
             std::lock_guard lock(m_channel.m_mutex);
-            if (m_channel.take_locked(m_slot, wake)) return false;
+            if (m_channel.take_locked(m_slot, wake)) {
+                m_taken_early = true;
+                return false;
+            }
             m_core.park.prepare(h, resume_on);
             m_channel.link_receiver(m_node, m_core, &m_slot);
             m_pending = true;
@@ -145,6 +149,15 @@ public:
     }
 
     std::optional<T> await_resume() {
+        // First, the common case: taken without waiting (no callback, nothing linked). The
+        // stop check is the one below, for the same reason.
+        if (m_taken_early) {
+            if (m_token.stop_requested()) {
+                give_back(std::move(m_slot));
+                throw operation_cancelled();
+            }
+            return std::move(m_slot);
+        }
         // Waits for a stop callback running on another thread: past this line the
         // token's state is final for this wait.
         m_callback.reset();
@@ -177,6 +190,7 @@ private:
     channel<T>& m_channel;
     std::stop_token m_token;
     bool m_cancelled_early = false;
+    bool m_taken_early = false;
     bool m_pending = false;
     std::optional<T> m_slot;
     wait_core m_core;
