@@ -3,6 +3,7 @@
 // Probes the tests use to prove that nothing leaked: fds, threads, child processes.
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -249,6 +250,23 @@ void meet_error_types_before_emfile(Also&&... also) {
     }
     (also(), ...);
 }
+
+#if !defined(_WIN32)
+/// A `thread_local` of this type makes its thread slow to end: its destructor runs after the
+/// thread's function has returned (and a joiner may have been woken), sleeps 200 ms, far
+/// longer than a join yields before it blocks, then sets `ended`. Lets a test check that a
+/// join waits for the whole exit. Not on Windows, where a join does not yield first and
+/// MinGW-w64 corrupts the heap when a thread with a `thread_local` that has a destructor
+/// ends (tests/CMakeLists.txt).
+struct slow_thread_exit {
+    static inline std::atomic<bool> ended{false};
+    int touched = 0;
+    ~slow_thread_exit() {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        ended.store(true, std::memory_order_release);
+    }
+};
+#endif
 
 /// The thread count to compare against later: sanitizer runtimes (GCC's TSan) start a helper
 /// thread of their own along with the first thread a test creates, so one is started and
