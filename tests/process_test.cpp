@@ -358,7 +358,11 @@ TEST_CASE("Windows: no handle but its three standard ones reaches the child") {
         exec_options no_check{.check = false};
         co_return co_await conflux::exec_file(child(), {"reset-event", value}, no_check);
     });
-    CHECK(r.status.code() == 1); // ResetEvent failed in the child: no such handle there
+    // The child ran; its exit code is only a hint. A handle of the child's own (Wine
+    // reuses small handle values) can sit at the same value and reset without error.
+    CHECK(r.status.code().has_value());
+    // The decisive check: an inherited handle has the same value in the child, so a
+    // reset there would have cleared this process's event.
     CHECK(::WaitForSingleObject(event, 0) == WAIT_OBJECT_0);
     ::CloseHandle(event);
 }

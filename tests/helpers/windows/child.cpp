@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (cmd == "exit") return std::atoi(argv[2]);
-    if (cmd == "reset-event") { // resets the event at this handle value, if it was inherited
+    if (cmd == "reset-event") { // resets the event at this handle value: 0 when there was one
         const auto value = static_cast<std::uintptr_t>(std::strtoull(argv[2], nullptr, 10));
         return ResetEvent(reinterpret_cast<HANDLE>(value)) ? 0 : 1;
     }
