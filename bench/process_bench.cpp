@@ -233,29 +233,25 @@ int main() {
     const double ours_tp =
         mb / bench::best_seconds([&](std::size_t) { conflux::run(conflux_cat(data)); }, 1, 3);
     bench::row("64 MiB through cat (spawn streams)", ours_tp, raw_tp, "MB/s", true);
+    const auto captured_tp = [&](const conflux::exec_options& o) {
+        return mb / bench::best_seconds(
+                        [&](std::size_t) { conflux::run(conflux_cat_exec(o, data.size())); }, 1, 3);
+    };
     // The input is the caller's (`.input_view`), as the streams row's is: nothing is copied.
     const conflux::exec_options cat_opts{.input_view = data, .max_buffer = 0};
-    const double exec_tp =
-        mb / bench::best_seconds(
-                 [&](std::size_t) { conflux::run(conflux_cat_exec(cat_opts, data.size())); }, 1, 3);
+    const double exec_tp = captured_tp(cat_opts);
     bench::row("64 MiB through cat (exec_file, captured)", exec_tp, raw_tp, "MB/s", true);
     bench::row("64 MiB through cat, exec_file captured vs spawn streams", exec_tp, ours_tp, "MB/s",
                true);
     // The same with `.reserve_output` = the size: the capture never grows.
     const conflux::exec_options reserved_opts{
         .input_view = data, .max_buffer = 0, .reserve_output = data.size()};
-    const double reserved_tp =
-        mb /
-        bench::best_seconds(
-            [&](std::size_t) { conflux::run(conflux_cat_exec(reserved_opts, data.size())); }, 1, 3);
+    const double reserved_tp = captured_tp(reserved_opts);
     bench::row("64 MiB through cat, exec_file captured with reserve_output vs spawn streams",
                reserved_tp, ours_tp, "MB/s", true);
     // `.input` instead of `.input_view`: the call copies 64 MiB into fresh pages first.
     const conflux::exec_options copied_opts{.input = data, .max_buffer = 0};
-    const double copied_tp =
-        mb /
-        bench::best_seconds(
-            [&](std::size_t) { conflux::run(conflux_cat_exec(copied_opts, data.size())); }, 1, 3);
+    const double copied_tp = captured_tp(copied_opts);
     bench::row("64 MiB through cat, exec_file captured with .input copied vs spawn streams",
                copied_tp, ours_tp, "MB/s", true);
     // What keeping the bytes costs, whoever keeps them: the streams row and the raw loop
