@@ -238,13 +238,13 @@ private:
     static void withdraw_sender(detail::waiter_node* n) noexcept {
         auto* self = static_cast<channel*>(n->owner);
         std::lock_guard lock(self->m_mutex);
-        self->m_senders.remove(n);
+        self->m_senders.unlink(n);
     }
 
     static void withdraw_receiver(detail::waiter_node* n) noexcept {
         auto* self = static_cast<channel*>(n->owner);
         std::lock_guard lock(self->m_mutex);
-        self->m_receivers.remove(n);
+        self->m_receivers.unlink(n);
     }
 
     void link_sender(send_node& node, detail::wait_core& core, T* value) noexcept {
@@ -270,7 +270,7 @@ private:
     // elsewhere (cancelled) are unlinked on the way. Under the lock.
     send_node* claim_sender_locked() noexcept {
         while (detail::waiter_node* n = m_senders.front()) {
-            m_senders.remove(n);
+            m_senders.unlink(n);
             if (n->core->try_claim(n->index)) return static_cast<send_node*>(n);
         }
         return nullptr;
@@ -278,7 +278,7 @@ private:
 
     receive_node* claim_receiver_locked() noexcept {
         while (detail::waiter_node* n = m_receivers.front()) {
-            m_receivers.remove(n);
+            m_receivers.unlink(n);
             if (n->core->try_claim(n->index)) return static_cast<receive_node*>(n);
         }
         return nullptr;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <conflux/executor.hpp>
+#include <conflux/detail/intrusive_list.hpp>
 #include <conflux/detail/spin_wait.hpp>
 #include <conflux/detail/work_item.hpp>
 
@@ -136,44 +137,8 @@ struct waiter_node {
     waiter_node* self = this;
 };
 
-/// Intrusive FIFO of waiter nodes.
-class waiter_list {
-public:
-    bool empty() const noexcept { return m_head == nullptr; }
-    waiter_node* front() const noexcept { return m_head; }
-
-    void push_back(waiter_node* n) noexcept {
-        n->prev = m_tail;
-        n->next = nullptr;
-        if (m_tail) {
-            m_tail->next = n;
-        } else {
-            m_head = n;
-        }
-        m_tail = n;
-        n->linked = true;
-    }
-
-    void remove(waiter_node* n) noexcept {
-        if (!n->linked) return;
-        if (n->prev) {
-            n->prev->next = n->next;
-        } else {
-            m_head = n->next;
-        }
-        if (n->next) {
-            n->next->prev = n->prev;
-        } else {
-            m_tail = n->prev;
-        }
-        n->prev = n->next = nullptr;
-        n->linked = false;
-    }
-
-private:
-    waiter_node* m_head = nullptr;
-    waiter_node* m_tail = nullptr;
-};
+/// A channel's waiting senders or receivers, in the order they came (`push_back`, `front`).
+using waiter_list = intrusive_list<waiter_node>;
 
 /// Waiters whose outcome was decided under a lock, woken once the lock is released.
 class wake_list {
